@@ -1,0 +1,5 @@
+import sys
+
+from mlxserve.cli import main
+
+sys.exit(main())

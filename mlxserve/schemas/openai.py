@@ -1,0 +1,331 @@
+"""OpenAI wire types: requests as accepted, responses as the openai SDK reads them.
+
+Class and field names mirror openai-python's ``types``. Unknown request fields
+are ignored; invalid ones become 400 errors (see ``app.py``).
+"""
+
+import json
+from typing import Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+MAX_STOP_SEQUENCES = 4
+MAX_TOP_LOGPROBS = 20
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ContentPart(_Request):
+    """One part of a message's content; only text parts are supported."""
+
+    type: str
+    text: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _text_only(self):
+        if self.type not in ("text", "input_text", "output_text", "refusal"):
+            raise ValueError(
+                f"Content part type '{self.type}' is not supported by this server: "
+                "only text parts are accepted."
+            )
+        if self.text is None and self.type != "refusal":
+            raise ValueError("A text content part needs a 'text' string.")
+        return self
+
+
+class FunctionCall(_Request):
+    name: str
+    arguments: str = "{}"
+    """JSON-encoded arguments, as the model produced them."""
+
+
+class ToolCall(_Request):
+    id: Optional[str] = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: Optional[Union[str, list[ContentPart]]] = None
+    name: Optional[str] = None
+    tool_calls: Optional[list[ToolCall]] = None
+    tool_call_id: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _has_content(self):
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"A '{self.role}' message needs 'content'.")
+        return self
+
+    def text(self) -> str:
+        """The content as one string (text parts joined by newlines)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text or "" for p in self.content)
+
+    def to_template(self) -> dict:
+        """The message as chat templates expect it: string content, parsed tool arguments."""
+        out: dict = {"role": self.role, "content": self.text()}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {
+                        "name": call.function.name,
+                        "arguments": _parse_arguments(call.function.arguments),
+                    },
+                }
+                for call in self.tool_calls
+            ]
+        return out
+
+
+def _parse_arguments(arguments: str):
+    """Tool-call arguments as a dict when they are JSON, else the raw string."""
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class _SamplingFields(_Request):
+    """Fields shared by chat and text completions."""
+
+    model: Optional[str] = None
+    """Any name is accepted; the loaded model answers and is named in the response."""
+    max_tokens: Optional[int] = Field(None, ge=1)
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    top_p: Optional[float] = Field(None, ge=0, le=1)
+    top_k: Optional[int] = Field(None, ge=0)
+    min_p: Optional[float] = Field(None, ge=0, le=1)
+    presence_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    frequency_penalty: Optional[float] = Field(None, ge=-2, le=2)
+    repetition_penalty: Optional[float] = Field(None, gt=0)
+    seed: Optional[int] = None
+    stop: Optional[Union[str, list[str]]] = None
+    n: Optional[int] = 1
+    logit_bias: Optional[dict[str, float]] = None
+    stream: Optional[bool] = False
+    stream_options: Optional[StreamOptions] = None
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value):
+        if value is None:
+            return value
+        stops = [value] if isinstance(value, str) else value
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"At most {MAX_STOP_SEQUENCES} stop sequences are allowed.")
+        if any(s == "" for s in stops):
+            raise ValueError("Stop sequences must not be empty.")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _check_n(cls, value):
+        if value not in (None, 1):
+            raise ValueError("Only n=1 is supported.")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _check_logit_bias(cls, value):
+        for key, bias in (value or {}).items():
+            if not key.lstrip("-").isdigit() or int(key) < 0:
+                raise ValueError(f"logit_bias keys must be token ids; got {key!r}.")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values must be in [-100, 100]; got {bias}.")
+        return value
+
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: Optional[int] = Field(None, ge=1)
+    logprobs: Optional[bool] = False
+    top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _top_logprobs_needs_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs requires logprobs to be true.")
+        return self
+
+    def requested_max_tokens(self) -> Optional[int]:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: Union[str, list[str], list[int]]
+    echo: Optional[bool] = False
+    logprobs: Optional[int] = Field(None, ge=0, le=5)
+
+    @field_validator("prompt")
+    @classmethod
+    def _single_prompt(cls, value):
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("prompt must not be empty.")
+            if isinstance(value[0], str):
+                if len(value) != 1:
+                    raise ValueError("Only one prompt per request is supported.")
+        elif value == "":
+            raise ValueError("prompt must not be empty.")
+        return value
+
+    def requested_max_tokens(self) -> Optional[int]:
+        return self.max_tokens
+
+
+# ---- responses ----
+
+FinishReason = Literal["stop", "length"]
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: Optional[list[int]] = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    content: Optional[list[TokenLogprob]] = None
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: Optional[str] = None
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: ChatCompletionMessage
+    logprobs: Optional[ChoiceLogprobs] = None
+    finish_reason: FinishReason
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[Choice]
+    usage: Usage
+
+
+class ChoiceDelta(BaseModel):
+    role: Optional[Literal["assistant"]] = None
+    content: Optional[str] = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChoiceDelta
+    logprobs: Optional[ChoiceLogprobs] = None
+    finish_reason: Optional[FinishReason] = None
+
+    @field_serializer("delta")
+    def _only_set_keys(self, delta: ChoiceDelta) -> dict:
+        """Deltas carry only what changed, as OpenAI sends them (``{}`` on the last chunk)."""
+        return delta.model_dump(exclude_none=True)
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChunkChoice]
+    usage: Optional[Usage] = None
+
+
+class CompletionLogprobs(BaseModel):
+    """The legacy completions logprobs shape."""
+
+    tokens: list[str] = []
+    token_logprobs: list[float] = []
+    top_logprobs: list[dict[str, float]] = []
+    text_offset: list[int] = []
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: Optional[CompletionLogprobs] = None
+    finish_reason: Optional[FinishReason] = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: Optional[Usage] = None
+
+
+class Model(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "mlxserve"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Model]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "failed"]
+    model: str
+    uptime_seconds: float
+    active_requests: int
+    queued_requests: int
+    max_tokens: int
+    max_context: int
+    max_requests: int
+    version: str
