@@ -1,0 +1,114 @@
+"""The FastAPI application: lifespan, state, routers, and the one error mapping."""
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlxserve import __version__
+from mlxserve.config import Settings
+from mlxserve.engine import Engine
+from mlxserve.errors import (
+    InternalError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    MLXServeError,
+    NotFoundError,
+    error_body,
+)
+from mlxserve.http import BodySizeLimit, JSONBodies
+from mlxserve.routes import openai
+from mlxserve.service import Service
+
+log = logging.getLogger("mlxserve.app")
+
+
+def to_error_response(exc: MLXServeError) -> JSONResponse:
+    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers())
+
+
+# Union branches pydantic names in an error's location ("content.str", "stop.list[str]").
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict"}
+
+
+def _validation_error(exc: RequestValidationError) -> MLXServeError:
+    errors = exc.errors()
+    # Our own validators say what is wrong best; otherwise the most specific location.
+    first = next((e for e in errors if e["type"] == "value_error"), None) or max(
+        errors, key=lambda e: len(e.get("loc", ()))
+    )
+    loc = [
+        str(p)
+        for p in first.get("loc", ())
+        if p != "body" and not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))
+    ]
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError(
+            f"The request body is not valid JSON: {first.get('ctx', {}).get('error', first['msg'])}.",
+            code="invalid_json",
+        )
+    message = first["msg"].removeprefix("Value error, ")
+    if not loc:
+        return InvalidRequestError(f"The request body must be a JSON object: {message}.")
+    param = ".".join(loc)
+    return InvalidRequestError(f"Invalid value for '{param}': {message}", param=param)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> MLXServeError:
+    if exc.status_code == 404:
+        return NotFoundError(f"Unknown route: {request.method} {request.url.path}")
+    if exc.status_code == 405:
+        return MethodNotAllowedError(
+            f"Method {request.method} is not allowed for {request.url.path}."
+        )
+    error = MLXServeError(str(exc.detail))
+    error.status_code = exc.status_code
+    error.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    error.code = None
+    return error
+
+
+def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
+    """Build the app. The engine is created (and later stopped) here unless one is given.
+
+    The model loads in the background: the server answers at once, with 503
+    ``model_loading`` until the engine is ready.
+    """
+    owns_engine = engine is None
+    engine = engine or Engine(settings.model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.start()
+        yield
+        if owns_engine:
+            engine.stop()
+
+    app = FastAPI(title="mlxserve", version=__version__, lifespan=lifespan)
+    app.state.service = Service(settings, engine)
+    app.include_router(openai.router)
+    app.add_middleware(JSONBodies)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(MLXServeError)
+    async def _mlxserve_error(request: Request, exc: MLXServeError):
+        return to_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return to_error_response(_validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return to_error_response(_http_error(request, exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return to_error_response(InternalError(f"Internal server error: {type(exc).__name__}"))
+
+    return app

@@ -1,0 +1,100 @@
+"""Command line: ``mlxserve serve`` and ``mlxserve demo``.
+
+The serve flags are generated from :class:`~mlxserve.config.Settings`, so each
+setting is declared once and is also an ``MLXSERVE_*`` environment variable.
+"""
+
+import argparse
+import logging
+import signal
+import sys
+import typing
+from typing import Optional, Sequence
+
+from pydantic import ValidationError
+
+from mlxserve import __version__
+from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, Settings
+
+
+def _flag_type(annotation):
+    """The argparse type and choices for a settings field's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, list(typing.get_args(annotation))
+    if args:  # Optional[X]
+        return _flag_type(args[0])
+    return annotation, None
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per settings field; unset flags leave env vars and defaults alone."""
+    for name, field in Settings.model_fields.items():
+        kind, choices = _flag_type(field.annotation)
+        default = "" if field.default is None else f"; default: {field.default}"
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            choices=choices,
+            default=argparse.SUPPRESS,
+            help=f"{field.description} (env MLXSERVE_{name.upper()}{default})",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlxserve", description="A local, OpenAI-compatible LLM server on MLX."
+    )
+    parser.add_argument("--version", action="version", version=f"mlxserve {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="Serve a model over the OpenAI API.")
+    add_settings_flags(serve)
+    demo = commands.add_parser(
+        "demo", help="Serve the bundled tiny demo model (no download; answers a few fixed prompts)."
+    )
+    add_settings_flags(demo)
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    values = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    if args.command == "demo":
+        values.setdefault("model", str(DEMO_MODEL_PATH))
+        values.setdefault("served_model_name", DEMO_MODEL_NAME)
+    return Settings(**values)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; in-flight requests get ``drain_timeout`` to finish."""
+    import uvicorn
+
+    from mlxserve.app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=settings.drain_timeout,
+    )
+    # uvicorn re-raises the stop signal once it has drained; a no-op handler makes
+    # that re-raise harmless so a requested stop exits 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ValidationError as exc:
+        print(f"mlxserve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    return serve(settings)

@@ -1,0 +1,384 @@
+"""The MLX engine: one thread owns the model and does all MLX work.
+
+MLX streams are thread-local, so the model is loaded and run on the engine's
+own thread. Requests arrive on a queue; each gets an asyncio queue of typed
+:class:`Delta` results, ended by a delta with a ``finish_reason`` or by an
+exception. Several admitted generations advance round-robin, one token each.
+"""
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Optional
+
+import mlx.core as mx
+from mlx_lm import stream_generate
+from mlx_lm.generate import TextStateMachine
+from mlx_lm.sample_utils import make_logits_processors, make_sampler
+from mlx_lm.utils import load
+
+log = logging.getLogger("mlxserve.engine")
+
+# What mlx-lm itself fetches for a model.
+MODEL_FILE_PATTERNS = [
+    "*.json",
+    "model*.safetensors",
+    "*.py",
+    "tokenizer.model",
+    "*.tiktoken",
+    "tiktoken.model",
+    "*.txt",
+    "*.jsonl",
+    "*.jinja",
+]
+CONTEXT_LENGTH_KEYS = (
+    "max_position_embeddings",
+    "max_sequence_length",
+    "max_seq_len",
+    "seq_length",
+    "n_positions",
+    "n_ctx",
+)
+FALLBACK_CONTEXT_LENGTH = 4096
+WARMUP_PROMPT = "Hello"
+
+
+class EngineError(RuntimeError):
+    """A generation failed inside the engine."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Resolved sampling parameters (request values over the model's defaults)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    repetition_penalty: Optional[float] = None
+    logit_bias: Optional[dict[int, float]] = None
+    seed: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation, as the engine runs it.
+
+    Attributes:
+        prompt: Prompt token ids, exactly as the model sees them.
+        max_tokens: Most tokens to generate.
+        sampling: Sampling parameters.
+        stop: Stop strings: generation ends before the first one, which is not emitted.
+        top_logprobs: ``None`` for no logprobs, else how many alternatives per token.
+        timeout: Seconds the generation may run; then it ends with ``"length"``.
+    """
+
+    prompt: list[int]
+    max_tokens: int
+    sampling: SamplingParams = SamplingParams()
+    stop: tuple[str, ...] = ()
+    top_logprobs: Optional[int] = None
+    timeout: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log probability of one generated token, and the most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One step of a generation.
+
+    Attributes:
+        text: New text (may be empty while a multi-byte character or a possible
+            stop string is held back).
+        logprobs: Log probabilities of the tokens behind this step, when asked for.
+        finish_reason: ``None`` until the last delta; then ``"stop"`` (end of turn
+            or stop string) or ``"length"`` (max_tokens or timeout).
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens generated so far, the end-of-turn token included.
+    """
+
+    text: str
+    finish_reason: Optional[str]
+    prompt_tokens: int
+    completion_tokens: int
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass
+class _Job:
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    results: asyncio.Queue
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class _Run:
+    """A job in progress on the engine thread."""
+
+    def __init__(self, job: _Job, engine: "Engine"):
+        req = job.request
+        self.job = job
+        self.deadline = time.monotonic() + req.timeout if req.timeout else None
+        self.stops = TextStateMachine({"normal": [(s, None) for s in req.stop]}) if req.stop else None
+        self.stop_state = self.stops.make_state() if self.stops else None
+        self.completion_tokens = 0
+        self.steps = 0
+        s = req.sampling
+        self.tokens = stream_generate(
+            engine.model,
+            engine.tokenizer,
+            mx.array(req.prompt),
+            max_tokens=req.max_tokens,
+            sampler=make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k),
+            logits_processors=make_logits_processors(
+                logit_bias=s.logit_bias,
+                repetition_penalty=s.repetition_penalty,
+                presence_penalty=s.presence_penalty,
+                frequency_penalty=s.frequency_penalty,
+            ),
+        )
+
+
+class Engine:
+    """Owns the model on a dedicated thread.
+
+    Args:
+        model: Hugging Face repo id or local path.
+        warmup: Run a short generation before reporting ready.
+    """
+
+    def __init__(self, model: str, *, warmup: bool = True):
+        self.model_ref = model
+        self.warmup = warmup
+        self.state = "loading"
+        self.error: Optional[BaseException] = None
+        self.model = None
+        self.tokenizer = None
+        self.model_path: Optional[Path] = None
+        self.context_length = FALLBACK_CONTEXT_LENGTH
+        self.generation_config: dict = {}
+        self.ready = threading.Event()
+        self.active_runs = 0
+        """Generations running on the engine thread right now."""
+        self.tokens_generated = 0
+        """Tokens generated since start (warm-up excluded)."""
+        self._jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
+        self._thread = threading.Thread(target=self._main, name="mlxserve-engine", daemon=True)
+
+    # ---- event-loop side ----
+
+    @property
+    def started(self) -> bool:
+        return self._thread.is_alive() or self.ready.is_set()
+
+    def start(self) -> None:
+        """Start the engine thread (loading happens there); a second call does nothing."""
+        if not self.started:
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the engine thread to finish its work and exit."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Run ``request``; yields deltas, the last with a ``finish_reason``.
+
+        Leaving the iteration early (client gone, error) cancels the generation
+        within one token.
+        """
+        job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        self._jobs.put(job)
+        try:
+            while True:
+                item = await job.results.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+                if item.finish_reason is not None:
+                    return
+        finally:
+            job.cancelled.set()
+
+    # ---- engine thread ----
+
+    def _main(self) -> None:
+        try:
+            self._load()
+        except BaseException as exc:  # report any load failure through /healthz
+            log.exception("failed to load model %s", self.model_ref)
+            self.error = exc
+            self.state = "failed"
+            self.ready.set()
+            return
+        self.state = "ready"
+        self.ready.set()
+        self._serve()
+
+    def _load(self) -> None:
+        t0 = time.perf_counter()
+        self.model_path = resolve_model_path(self.model_ref)
+        self.model, self.tokenizer, config = load(str(self.model_path), return_config=True)
+        self.context_length = context_length(config)
+        self.generation_config = read_generation_config(self.model_path)
+        log.info(
+            "loaded %s in %.1fs (context %d tokens)",
+            self.model_ref,
+            time.perf_counter() - t0,
+            self.context_length,
+        )
+        if self.warmup:
+            prompt = self.tokenizer.encode(WARMUP_PROMPT)
+            for _ in stream_generate(self.model, self.tokenizer, mx.array(prompt), max_tokens=2):
+                pass
+            log.info("warm-up done in %.1fs", time.perf_counter() - t0)
+
+    def _serve(self) -> None:
+        runs: list[_Run] = []
+        while True:
+            # Block only when idle; otherwise pick up new jobs between tokens.
+            try:
+                while True:
+                    job = self._jobs.get(block=not runs)
+                    if job is None:
+                        for run in runs:
+                            self._finish(run, error=EngineError("The server is shutting down."))
+                        return
+                    self._admit(job, runs)
+            except queue.Empty:
+                pass
+            for run in list(runs):
+                if not self._step(run):
+                    runs.remove(run)
+            self.active_runs = len(runs)
+
+    def _admit(self, job: _Job, runs: list[_Run]) -> None:
+        if job.cancelled.is_set():
+            return
+        try:
+            runs.append(_Run(job, self))
+            self.active_runs = len(runs)
+        except Exception as exc:
+            log.exception("could not start a generation")
+            self._emit(job, EngineError(str(exc)))
+
+    def _step(self, run: _Run) -> bool:
+        """Advance ``run`` by one token; returns whether it goes on."""
+        if run.job.cancelled.is_set():
+            run.tokens.close()
+            return False
+        if run.deadline is not None and time.monotonic() > run.deadline:
+            self._finish(run, reason="length")
+            return False
+        seed = run.job.request.sampling.seed
+        if seed is not None:
+            # A per-step seed keeps seeded sampling reproducible even when
+            # generations are interleaved.
+            mx.random.seed((seed * 1_000_003 + run.steps) % 2**64)
+        run.steps += 1
+        try:
+            resp = next(run.tokens)
+        except Exception as exc:
+            log.exception("generation failed")
+            self._finish(run, error=EngineError(f"Generation failed: {exc}"))
+            return False
+        run.completion_tokens = resp.generation_tokens
+        self.tokens_generated += 1
+        logprobs = ()
+        if run.job.request.top_logprobs is not None:
+            logprobs = (self._logprob(resp.token, resp.logprobs, run.job.request.top_logprobs),)
+        text, reason = resp.text, resp.finish_reason
+        if run.stops is not None:
+            run.stop_state, text, state = TextStateMachine.step(run.stop_state, text)
+            if state is None:
+                reason = "stop"
+            elif reason is not None:
+                run.stop_state, held, _ = TextStateMachine.flush(run.stop_state)
+                text += held
+        self._emit(
+            run.job,
+            Delta(text, reason, len(run.job.request.prompt), run.completion_tokens, logprobs),
+        )
+        if reason is not None:
+            run.tokens.close()
+            return False
+        return True
+
+    def _finish(self, run: _Run, *, reason: Optional[str] = None, error=None) -> None:
+        """End ``run`` early with ``reason`` (flushing held-back text) or ``error``."""
+        run.tokens.close()
+        if error is not None:
+            self._emit(run.job, error)
+            return
+        held = ""
+        if run.stop_state is not None:
+            run.stop_state, held, _ = TextStateMachine.flush(run.stop_state)
+        self._emit(
+            run.job,
+            Delta(held, reason, len(run.job.request.prompt), run.completion_tokens),
+        )
+
+    def _logprob(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
+        decode = self.tokenizer.decode
+        alternatives = ()
+        if top > 0:
+            ids = mx.argpartition(-logprobs, kth=top - 1)[:top]
+            values = logprobs[ids]
+            order = mx.argsort(-values)
+            alternatives = tuple(
+                (decode([i]), v)
+                for i, v in zip(ids[order].tolist(), values[order].tolist())
+            )
+        return TokenLogprob(decode([token]), logprobs[token].item(), alternatives)
+
+    @staticmethod
+    def _emit(job: _Job, item) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.results.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (shutdown)
+            job.cancelled.set()
+
+
+def resolve_model_path(ref: str) -> Path:
+    """A local model directory for ``ref``: a path as is, a repo id via the HF cache.
+
+    A repo id not yet cached is downloaded with huggingface-hub (progress bar on stderr).
+    """
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(ref, allow_patterns=MODEL_FILE_PATTERNS))
+
+
+def context_length(config: dict) -> int:
+    """The model's context length from its config, or a safe fallback."""
+    for section in (config, config.get("text_config") or {}):
+        for key in CONTEXT_LENGTH_KEYS:
+            value = section.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+    return FALLBACK_CONTEXT_LENGTH
+
+
+def read_generation_config(model_path: Path) -> dict:
+    """The model's ``generation_config.json``, or ``{}``."""
+    try:
+        return json.loads((model_path / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return {}

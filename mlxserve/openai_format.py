@@ -1,0 +1,185 @@
+"""Deltas -> OpenAI responses. Streaming yields chunk payloads; non-streaming is a fold.
+
+Both shapes come from the same :class:`~mlxserve.engine.Delta` stream, so the
+text, usage and finish_reason of a streamed and a non-streamed answer agree.
+"""
+
+import json
+import logging
+import time
+import uuid
+from typing import AsyncIterator, Optional
+
+from mlxserve import __version__
+from mlxserve.engine import Delta, TokenLogprob
+from mlxserve.errors import InternalError, MLXServeError, error_body
+from mlxserve.schemas.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionMessage,
+    Choice,
+    ChoiceDelta,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    CompletionLogprobs,
+    TokenLogprob as WireTokenLogprob,
+    TopLogprob,
+    Usage,
+)
+
+log = logging.getLogger("mlxserve.openai")
+
+SYSTEM_FINGERPRINT = f"fp_mlxserve_{__version__}"
+DONE = "[DONE]"
+
+
+class _Meta:
+    """Fields every chunk of one response repeats."""
+
+    def __init__(self, model: str, prefix: str):
+        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = model
+        self.common = dict(
+            id=self.id, created=self.created, model=model, system_fingerprint=SYSTEM_FINGERPRINT
+        )
+
+
+def usage_of(delta: Delta) -> Usage:
+    return Usage(
+        prompt_tokens=delta.prompt_tokens,
+        completion_tokens=delta.completion_tokens,
+        total_tokens=delta.prompt_tokens + delta.completion_tokens,
+    )
+
+
+def _wire_logprob(lp: TokenLogprob) -> WireTokenLogprob:
+    return WireTokenLogprob(
+        token=lp.token,
+        logprob=lp.logprob,
+        bytes=list(lp.token.encode()),
+        top_logprobs=[TopLogprob(token=t, logprob=v, bytes=list(t.encode())) for t, v in lp.top],
+    )
+
+
+def error_payload(exc: BaseException) -> str:
+    """The in-band SSE error for a failure after the stream started."""
+    if not isinstance(exc, MLXServeError):
+        log.error("stream failed: %s", exc)
+        exc = InternalError(f"The generation failed: {exc}")
+    return json.dumps(error_body(exc))
+
+
+async def chat_stream(
+    deltas: AsyncIterator[Delta], model: str, *, include_usage: bool, logprobs: bool
+) -> AsyncIterator[str]:
+    """SSE ``data`` payloads of a streamed chat completion, ``[DONE]`` last."""
+    meta = _Meta(model, "chatcmpl")
+
+    def chunk(delta: ChoiceDelta, finish=None, lps=None) -> str:
+        choice = ChunkChoice(delta=delta, finish_reason=finish, logprobs=lps)
+        return ChatCompletionChunk(choices=[choice], **meta.common).model_dump_json()
+
+    try:
+        yield chunk(ChoiceDelta(role="assistant", content=""))
+        async for d in deltas:
+            lps = ChoiceLogprobs(content=[_wire_logprob(x) for x in d.logprobs]) if logprobs else None
+            if d.text or (logprobs and d.logprobs):
+                yield chunk(ChoiceDelta(content=d.text), lps=lps)
+            if d.finish_reason is not None:
+                yield chunk(ChoiceDelta(), finish=d.finish_reason)
+                if include_usage:
+                    yield ChatCompletionChunk(
+                        choices=[], usage=usage_of(d), **meta.common
+                    ).model_dump_json()
+    except Exception as exc:
+        yield error_payload(exc)
+    yield DONE
+
+
+async def chat_fold(deltas: AsyncIterator[Delta], model: str, *, logprobs: bool) -> ChatCompletion:
+    """A non-streamed chat completion: the fold of the delta stream."""
+    meta = _Meta(model, "chatcmpl")
+    text: list[str] = []
+    lps: list[WireTokenLogprob] = []
+    last: Optional[Delta] = None
+    async for last in deltas:
+        text.append(last.text)
+        lps.extend(_wire_logprob(x) for x in last.logprobs)
+    return ChatCompletion(
+        choices=[
+            Choice(
+                message=ChatCompletionMessage(content="".join(text)),
+                finish_reason=last.finish_reason,
+                logprobs=ChoiceLogprobs(content=lps) if logprobs else None,
+            )
+        ],
+        usage=usage_of(last),
+        **meta.common,
+    )
+
+
+def _legacy_logprobs(deltas: list[Delta], offset: int) -> CompletionLogprobs:
+    out = CompletionLogprobs()
+    for d in deltas:
+        for lp in d.logprobs:
+            out.tokens.append(lp.token)
+            out.token_logprobs.append(lp.logprob)
+            out.top_logprobs.append(dict(lp.top))
+            out.text_offset.append(offset)
+            offset += len(lp.token)
+    return out
+
+
+async def completion_stream(
+    deltas: AsyncIterator[Delta],
+    model: str,
+    *,
+    include_usage: bool,
+    logprobs: bool,
+    echo: Optional[str],
+) -> AsyncIterator[str]:
+    """SSE ``data`` payloads of a streamed text completion, ``[DONE]`` last."""
+    meta = _Meta(model, "cmpl")
+    offset = len(echo or "")
+
+    def chunk(text: str, finish=None, lps=None) -> str:
+        choice = CompletionChoice(text=text, finish_reason=finish, logprobs=lps)
+        return Completion(choices=[choice], **meta.common).model_dump_json()
+
+    try:
+        if echo:
+            yield chunk(echo)
+        async for d in deltas:
+            if d.text or d.logprobs:
+                yield chunk(d.text, lps=_legacy_logprobs([d], offset) if logprobs else None)
+                offset += len(d.text)
+            if d.finish_reason is not None:
+                yield chunk("", finish=d.finish_reason)
+                if include_usage:
+                    yield Completion(choices=[], usage=usage_of(d), **meta.common).model_dump_json()
+    except Exception as exc:
+        yield error_payload(exc)
+    yield DONE
+
+
+async def completion_fold(
+    deltas: AsyncIterator[Delta], model: str, *, logprobs: bool, echo: Optional[str]
+) -> Completion:
+    """A non-streamed text completion: the fold of the delta stream."""
+    meta = _Meta(model, "cmpl")
+    seen = [d async for d in deltas]
+    prefix = echo or ""
+    return Completion(
+        choices=[
+            CompletionChoice(
+                text=prefix + "".join(d.text for d in seen),
+                finish_reason=seen[-1].finish_reason,
+                logprobs=_legacy_logprobs(seen, len(prefix)) if logprobs else None,
+            )
+        ],
+        usage=usage_of(seen[-1]),
+        **meta.common,
+    )

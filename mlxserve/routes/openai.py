@@ -1,0 +1,114 @@
+"""OpenAI routes: thin wrappers over the service and the OpenAI formatting."""
+
+from functools import partial
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from mlxserve import openai_format
+from mlxserve.errors import NotFoundError
+from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
+from mlxserve.routes.deps import ServiceDep
+from mlxserve.schemas.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    Health,
+    Model,
+    ModelList,
+)
+
+router = APIRouter()
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in logs
+
+
+async def _respond(request: Request, svc, plan, *, stream: bool, to_stream, to_fold):
+    """Admit ``plan`` through the gate, then stream it as SSE or fold it into one body."""
+    try:
+        generation = await until_disconnect(request, svc.admit(plan))
+        if stream:
+            return GenerationSSE(
+                to_stream(generation),
+                generation,
+                ping=svc.settings.keepalive_interval,
+                shutdown_grace_period=svc.settings.drain_timeout,
+            )
+        try:
+            return await until_disconnect(request, to_fold(generation))
+        finally:
+            await generation.aclose()
+    except ClientDisconnected:
+        return Response(status_code=CLIENT_CLOSED)
+
+
+def _include_usage(body) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion)
+async def chat_completions(body: ChatCompletionRequest, request: Request, svc: ServiceDep):
+    plan = await svc.plan_chat(body)
+    logprobs = bool(body.logprobs)
+    return await _respond(
+        request,
+        svc,
+        plan,
+        stream=bool(body.stream),
+        to_stream=partial(
+            openai_format.chat_stream,
+            model=svc.model_name,
+            include_usage=_include_usage(body),
+            logprobs=logprobs,
+        ),
+        to_fold=partial(openai_format.chat_fold, model=svc.model_name, logprobs=logprobs),
+    )
+
+
+@router.post("/v1/completions", response_model=Completion)
+async def completions(body: CompletionRequest, request: Request, svc: ServiceDep):
+    plan = await svc.plan_completion(body)
+    shared = dict(
+        model=svc.model_name,
+        logprobs=body.logprobs is not None,
+        echo=svc.engine.tokenizer.decode(plan.prompt) if body.echo else None,
+    )
+    return await _respond(
+        request,
+        svc,
+        plan,
+        stream=bool(body.stream),
+        to_stream=partial(
+            openai_format.completion_stream, include_usage=_include_usage(body), **shared
+        ),
+        to_fold=partial(openai_format.completion_fold, **shared),
+    )
+
+
+def _model(svc) -> Model:
+    return Model(id=svc.model_name, created=int(svc.started))
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(svc: ServiceDep):
+    return ModelList(data=[_model(svc)])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=Model)
+async def get_model(model_id: str, svc: ServiceDep):
+    if model_id != svc.model_name:
+        raise NotFoundError(
+            f"The model '{model_id}' does not exist. This server serves '{svc.model_name}'.",
+            param="model",
+            code="model_not_found",
+        )
+    return _model(svc)
+
+
+@router.get("/healthz", response_model=Health)
+@router.get("/health", include_in_schema=False)
+async def health(svc: ServiceDep):
+    body = svc.health()
+    headers = {"Retry-After": "5"} if body["status"] == "loading" else None
+    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503, headers=headers)

@@ -1,0 +1,214 @@
+"""Request -> window -> gate -> engine -> deltas. No HTTP here.
+
+:class:`Service` turns validated wire requests into :class:`GenerationRequest`
+plans (chat template, sliding window, sampling defaults) and admits them
+through the gate as :class:`Generation` streams of deltas.
+"""
+
+import asyncio
+import logging
+import time
+from typing import AsyncIterator, Optional, Union
+
+from jinja2 import TemplateError
+
+from mlxserve import __version__
+from mlxserve.config import Settings
+from mlxserve.context import fit_window
+from mlxserve.engine import Delta, Engine, GenerationRequest, SamplingParams
+from mlxserve.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelLoadingError,
+    ServiceUnavailableError,
+)
+from mlxserve.gate import Gate
+from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest
+
+log = logging.getLogger("mlxserve.service")
+
+LOADING_RETRY_AFTER = 5.0
+
+# OpenAI's defaults where neither the request nor the model's generation_config sets a value.
+OPENAI_DEFAULT_TEMPERATURE = 1.0
+OPENAI_DEFAULT_TOP_P = 1.0
+
+
+def resolve_sampling(
+    body: Union[ChatCompletionRequest, CompletionRequest], defaults: dict
+) -> SamplingParams:
+    """Sampling parameters: the request's, else the model's generation_config, else OpenAI's.
+
+    Args:
+        body: The request; explicit values (0 included) always win.
+        defaults: The model's ``generation_config.json``.
+    """
+
+    def pick(value, key, fallback):
+        return value if value is not None else defaults.get(key, fallback)
+
+    greedy = defaults.get("do_sample") is False
+    temperature = body.temperature
+    if temperature is None:
+        temperature = 0.0 if greedy else defaults.get("temperature", OPENAI_DEFAULT_TEMPERATURE)
+    repetition_penalty = pick(body.repetition_penalty, "repetition_penalty", None)
+    return SamplingParams(
+        temperature=float(temperature),
+        top_p=float(pick(body.top_p, "top_p", OPENAI_DEFAULT_TOP_P)),
+        top_k=int(pick(body.top_k, "top_k", 0)),
+        min_p=float(pick(body.min_p, "min_p", 0.0)),
+        presence_penalty=body.presence_penalty or None,
+        frequency_penalty=body.frequency_penalty or None,
+        repetition_penalty=None if repetition_penalty in (None, 1.0) else repetition_penalty,
+        logit_bias={int(k): v for k, v in body.logit_bias.items()} if body.logit_bias else None,
+        seed=body.seed,
+    )
+
+
+class Generation:
+    """An admitted generation: an async iterator of deltas that holds a gate slot.
+
+    The slot is released exactly once: when the deltas end, when iteration
+    fails, or when :meth:`aclose` is called (always call it; it is idempotent).
+    """
+
+    def __init__(self, deltas: AsyncIterator[Delta], release):
+        self._deltas = deltas
+        self._release = release
+        self._open = True
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> Delta:
+        try:
+            return await self._deltas.__anext__()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            self._release()
+            await self._deltas.aclose()
+
+
+class Service:
+    """The server's logic, shared by every protocol's routes."""
+
+    def __init__(self, settings: Settings, engine: Engine):
+        self.settings = settings
+        self.engine = engine
+        self.gate = Gate(settings.max_requests, settings.queue_size, settings.queue_timeout)
+        self.started = time.time()
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    @property
+    def context_tokens(self) -> int:
+        """Token budget for prompt + completion."""
+        return self.settings.max_context_tokens or self.engine.context_length
+
+    def check_ready(self) -> None:
+        """Raise unless the model is loaded."""
+        if self.engine.state == "loading":
+            raise ModelLoadingError(
+                f"The model {self.model_name} is still loading. Try again shortly.",
+                retry_after=LOADING_RETRY_AFTER,
+            )
+        if self.engine.state == "failed":
+            raise ServiceUnavailableError(
+                f"The model {self.model_name} failed to load: {self.engine.error}",
+                code="model_load_failed",
+            )
+
+    def max_tokens(self, requested: Optional[int]) -> int:
+        """The request's max_tokens, or the default, clamped to the server's cap."""
+        return min(requested or self.settings.default_max_tokens, self.settings.max_tokens)
+
+    async def plan_chat(self, body: ChatCompletionRequest) -> GenerationRequest:
+        """The generation for a chat request: windowed messages through the chat template."""
+        self.check_ready()
+        max_tokens = self.max_tokens(body.requested_max_tokens())
+        messages = [m.to_template() for m in body.messages]
+        # Templating and tokenizing are CPU work, not MLX: keep them off the event loop.
+        window = await asyncio.to_thread(
+            fit_window,
+            messages,
+            render=self._render,
+            max_messages=self.settings.max_context,
+            context_tokens=self.context_tokens,
+            completion_tokens=max_tokens,
+        )
+        log.info(
+            "window: kept %d of %d messages (%d dropped), %d prompt tokens",
+            len(window.messages),
+            len(messages),
+            window.dropped,
+            len(window.prompt_tokens),
+        )
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        return self._request(body, window.prompt_tokens, max_tokens, top)
+
+    async def plan_completion(self, body: CompletionRequest) -> GenerationRequest:
+        """The generation for a raw-prompt completion (no chat template)."""
+        self.check_ready()
+        max_tokens = self.max_tokens(body.requested_max_tokens())
+        prompt = await asyncio.to_thread(self._encode_prompt, body.prompt)
+        if len(prompt) + max_tokens > self.context_tokens:
+            raise ContextLengthExceededError(
+                self.context_tokens, len(prompt), max_tokens, what="prompt"
+            )
+        return self._request(body, prompt, max_tokens, body.logprobs)
+
+    async def admit(self, request: GenerationRequest) -> Generation:
+        """Wait for a gate slot (FIFO, bounded) and start ``request`` on the engine."""
+        await self.gate.acquire()
+        return Generation(self.engine.generate(request), self.gate.release)
+
+    def _request(self, body, prompt: list[int], max_tokens: int, top_logprobs) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            sampling=resolve_sampling(body, self.engine.generation_config),
+            stop=body.stop_list(),
+            top_logprobs=top_logprobs,
+            timeout=self.settings.timeout,
+        )
+
+    def _render(self, messages: list[dict]) -> list[int]:
+        try:
+            return self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        except TemplateError as exc:
+            raise InvalidRequestError(
+                f"The model's chat template rejected these messages: {exc}", param="messages"
+            ) from None
+
+    def _encode_prompt(self, prompt) -> list[int]:
+        tokenizer = self.engine.tokenizer
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+            vocab = len(tokenizer.get_vocab())
+            if any(not 0 <= t < vocab for t in prompt):
+                raise InvalidRequestError(
+                    f"prompt token ids must be in [0, {vocab}).", param="prompt"
+                )
+            return list(prompt)
+        text = prompt[0] if isinstance(prompt, list) else prompt
+        bos = tokenizer.bos_token
+        return tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
+
+    def health(self) -> dict:
+        return {
+            "status": {"ready": "ok"}.get(self.engine.state, self.engine.state),
+            "model": self.model_name,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "active_requests": self.gate.active,
+            "queued_requests": self.gate.queued,
+            "max_tokens": self.settings.max_tokens,
+            "max_context": self.settings.max_context,
+            "max_requests": self.settings.max_requests,
+            "version": __version__,
+        }
