@@ -22,6 +22,8 @@ from mlx_lm.generate import TextStateMachine
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.utils import load
 
+from mlxserve.errors import GenerationError, ServiceUnavailableError
+
 log = logging.getLogger("mlxserve.engine")
 
 # What mlx-lm itself fetches for a model.
@@ -46,10 +48,6 @@ CONTEXT_LENGTH_KEYS = (
 )
 FALLBACK_CONTEXT_LENGTH = 4096
 WARMUP_PROMPT = "Hello"
-
-
-class EngineError(RuntimeError):
-    """A generation failed inside the engine."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +168,7 @@ class Engine:
         self.tokenizer = None
         self.model_path: Optional[Path] = None
         self.context_length = FALLBACK_CONTEXT_LENGTH
+        self.vocab_size = 0
         self.generation_config: dict = {}
         self.ready = threading.Event()
         self.active_runs = 0
@@ -201,6 +200,8 @@ class Engine:
         Leaving the iteration early (client gone, error) cancels the generation
         within one token.
         """
+        if self.state == "stopped":
+            raise _shutting_down()
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
         self._jobs.put(job)
         try:
@@ -234,6 +235,7 @@ class Engine:
         self.model_path = resolve_model_path(self.model_ref)
         self.model, self.tokenizer, config = load(str(self.model_path), return_config=True)
         self.context_length = context_length(config)
+        self.vocab_size = len(self.tokenizer.get_vocab())
         self.generation_config = read_generation_config(self.model_path)
         log.info(
             "loaded %s in %.1fs (context %d tokens)",
@@ -255,8 +257,7 @@ class Engine:
                 while True:
                     job = self._jobs.get(block=not runs)
                     if job is None:
-                        for run in runs:
-                            self._finish(run, error=EngineError("The server is shutting down."))
+                        self._shut_down(runs)
                         return
                     self._admit(job, runs)
             except queue.Empty:
@@ -266,6 +267,20 @@ class Engine:
                     runs.remove(run)
             self.active_runs = len(runs)
 
+    def _shut_down(self, runs: list[_Run]) -> None:
+        self.state = "stopped"
+        for run in runs:
+            self._finish(run, error=_shutting_down())
+        self.active_runs = 0
+        # Jobs submitted after the stop request would otherwise wait forever.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self._emit(job, _shutting_down())
+
     def _admit(self, job: _Job, runs: list[_Run]) -> None:
         if job.cancelled.is_set():
             return
@@ -274,7 +289,7 @@ class Engine:
             self.active_runs = len(runs)
         except Exception as exc:
             log.exception("could not start a generation")
-            self._emit(job, EngineError(str(exc)))
+            self._emit(job, GenerationError(f"Could not start the generation: {exc}"))
 
     def _step(self, run: _Run) -> bool:
         """Advance ``run`` by one token; returns whether it goes on."""
@@ -294,7 +309,7 @@ class Engine:
             resp = next(run.tokens)
         except Exception as exc:
             log.exception("generation failed")
-            self._finish(run, error=EngineError(f"Generation failed: {exc}"))
+            self._finish(run, error=GenerationError(f"Generation failed: {exc}"))
             return False
         run.completion_tokens = resp.generation_tokens
         self.tokens_generated += 1
@@ -351,6 +366,10 @@ class Engine:
             job.loop.call_soon_threadsafe(job.results.put_nowait, item)
         except RuntimeError:  # the event loop is gone (shutdown)
             job.cancelled.set()
+
+
+def _shutting_down() -> ServiceUnavailableError:
+    return ServiceUnavailableError("The server is shutting down.", code="shutting_down")
 
 
 def resolve_model_path(ref: str) -> Path:

@@ -93,6 +93,12 @@ class InternalError(MLXServeError):
     pass
 
 
+class GenerationError(InternalError):
+    """The model failed while generating."""
+
+    code = "generation_failed"
+
+
 def error_body(exc: MLXServeError) -> dict:
     """The OpenAI error envelope for ``exc``."""
     return {

@@ -119,6 +119,8 @@ class Service:
                 f"The model {self.model_name} is still loading. Try again shortly.",
                 retry_after=LOADING_RETRY_AFTER,
             )
+        if self.engine.state == "stopped":
+            raise ServiceUnavailableError("The server is shutting down.", code="shutting_down")
         if self.engine.state == "failed":
             raise ServiceUnavailableError(
                 f"The model {self.model_name} failed to load: {self.engine.error}",
@@ -170,6 +172,12 @@ class Service:
         return Generation(self.engine.generate(request), self.gate.release)
 
     def _request(self, body, prompt: list[int], max_tokens: int, top_logprobs) -> GenerationRequest:
+        vocab = self.engine.vocab_size
+        if body.logit_bias and any(int(k) >= vocab for k in body.logit_bias):
+            raise InvalidRequestError(
+                f"logit_bias keys must be token ids below the vocabulary size {vocab}.",
+                param="logit_bias",
+            )
         return GenerationRequest(
             prompt=prompt,
             max_tokens=max_tokens,
@@ -190,7 +198,7 @@ class Service:
     def _encode_prompt(self, prompt) -> list[int]:
         tokenizer = self.engine.tokenizer
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-            vocab = len(tokenizer.get_vocab())
+            vocab = self.engine.vocab_size
             if any(not 0 <= t < vocab for t in prompt):
                 raise InvalidRequestError(
                     f"prompt token ids must be in [0, {vocab}).", param="prompt"

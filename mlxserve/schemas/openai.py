@@ -320,7 +320,7 @@ class ModelList(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "loading", "failed"]
+    status: Literal["ok", "loading", "failed", "stopped"]
     model: str
     uptime_seconds: float
     active_requests: int
