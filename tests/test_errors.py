@@ -125,13 +125,31 @@ def test_completion_prompt_too_long_is_context_length_exceeded(make_server):
     assert err["message"].startswith("This model's maximum context length is 64 tokens.")
 
 
-def test_template_rejection_is_400(server):
-    """Qwen's template refuses a conversation with no user message at all."""
+def test_template_rejection_is_400(make_server, model_dir, tmp_path):
+    """Real templates raise on conversations they cannot render (Qwen3: no user query)."""
+    import json
+    import shutil
+
+    from mlxserve.engine import Engine
+
+    model = tmp_path / "strict-template"
+    shutil.copytree(model_dir, model)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config["chat_template"] = (
+        "{%- if messages[-1].role == 'system' %}"
+        "{{- raise_exception('No user query found in messages.') }}{%- endif %}"
+        + config["chat_template"]
+    )
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+    engine = Engine(str(model))
+    server = make_server(engine_=engine)
+    assert engine.ready.wait(60) and engine.state == "ready", engine.error
     with server.http() as http:
         r = http.post("/v1/chat/completions", json={"messages": [{"role": "system", "content": "only me"}]})
-    assert r.status_code in (200, 400)
-    if r.status_code == 400:
-        assert_envelope(r, 400, param="messages")
+        err = assert_envelope(r, 400, param="messages")
+        assert "No user query found in messages." in err["message"]
+        assert http.post("/v1/chat/completions", json={"messages": GOOD, "max_tokens": 2}).status_code == 200
+    engine.stop()
 
 
 def test_garbage_over_a_raw_socket_does_not_kill_the_server(server):
