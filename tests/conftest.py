@@ -1,7 +1,9 @@
 """Shared fixtures: the real engine on the bundled test model, live servers over real HTTP."""
 
 import json
+import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,6 +18,12 @@ from mlxserve.config import DEMO_MODEL_PATH, Settings
 from mlxserve.engine import Engine
 
 MODEL_NAME = "test-model"
+
+# Tests see neither the developer's own settings nor the network.
+for _name in [n for n in os.environ if n.startswith("MLXSERVE_")]:
+    del os.environ[_name]
+os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="mlxserve-test-config-")
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")
