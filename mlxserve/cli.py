@@ -1,4 +1,4 @@
-"""Command line: ``mlxserve serve`` and ``mlxserve demo``.
+"""Command line: ``mlxserve serve``, ``mlxserve demo`` and ``mlxserve service ...``.
 
 The serve flags are generated from :class:`~mlxserve.config.Settings`, so each
 setting is declared once and is also an ``MLXSERVE_*`` environment variable.
@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 from pydantic import ValidationError
 
 from mlxserve import __version__
-from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, Settings
+from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, ConfigFileError, Settings
+from mlxserve.service_mgr import commands as service_commands
 
 
 def _flag_type(annotation):
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="Serve the bundled tiny demo model (no download; answers a few fixed prompts)."
     )
     add_settings_flags(demo)
+    service = commands.add_parser(
+        "service", help="Run the server as a launchd agent (macOS) or systemd user service (Linux)."
+    )
+    service_commands.add_service_commands(service, add_settings_flags)
     return parser
 
 
@@ -92,9 +97,11 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "service":
+        return service_commands.run(args)
     try:
         settings = load_settings(args)
-    except ValidationError as exc:
+    except (ValidationError, ConfigFileError) as exc:
         print(f"mlxserve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     return serve(settings)

@@ -1,19 +1,47 @@
 """Server settings, declared once.
 
 Each field becomes a ``--flag`` of ``mlxserve serve`` (see ``cli.py``) and an
-``MLXSERVE_<FIELD>`` environment variable; its description is the ``--help``
-text. Precedence: flags > environment > defaults.
+``MLXSERVE_<FIELD>`` environment variable and a key of the config file
+(``~/.config/mlxserve/config.toml``); its description is the ``--help`` text.
+Precedence: flags > environment > config file > defaults.
 """
 
+import os
+import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 DEFAULT_MODEL = "mlx-community/Qwen3-0.6B-4bit"
 DEMO_MODEL_PATH = Path(__file__).parent / "demo_model"
 DEMO_MODEL_NAME = "mlxserve-demo"
+CONFIG_ENV = "MLXSERVE_CONFIG"
+
+
+class ConfigFileError(ValueError):
+    """The config file is missing (when named explicitly), unreadable, or has an unknown key."""
+
+
+def config_path() -> Path:
+    """The config file: ``$MLXSERVE_CONFIG``, else ``$XDG_CONFIG_HOME/mlxserve/config.toml``."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "mlxserve" / "config.toml"
 
 
 class Settings(BaseSettings):
@@ -73,7 +101,51 @@ class Settings(BaseSettings):
         "info", description="Logging level."
     )
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (init arguments) beat the environment, which beats the config file."""
+        path = config_path()
+        # A file named on purpose must exist; the default location is optional.
+        if os.environ.get(CONFIG_ENV) and not path.is_file():
+            raise ConfigFileError(f"config file {path} (from ${CONFIG_ENV}) does not exist")
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            _ConfigFileSource(settings_cls, toml_file=path),
+            file_secret_settings,
+        )
+
     @property
     def model_name(self) -> str:
         """The id the API reports for the loaded model."""
         return self.served_model_name or self.model
+
+
+class _ConfigFileSource(TomlConfigSettingsSource):
+    """The TOML config file, with flag-style dashed keys accepted and unknown keys named."""
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigFileError(f"cannot read config file {file_path}: {exc}") from exc
+        values = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in Settings.model_fields:
+                known = ", ".join(Settings.model_fields)
+                raise ConfigFileError(
+                    f"unknown key {key!r} in config file {file_path} (known keys: {known})"
+                )
+            if name in values:
+                raise ConfigFileError(f"key {name!r} is set twice in config file {file_path}")
+            values[name] = value
+        return values
