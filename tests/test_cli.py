@@ -82,11 +82,13 @@ def demo_process():
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, proc)
-    yield proc, url
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    try:
+        wait_ready(url, proc)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
