@@ -25,7 +25,7 @@ test-model: install
 	$(BIN)/python scripts/make_test_model.py --out mlxserve/demo_model
 
 bench: install
-	$(BIN)/python scripts/bench.py --out bench.json
+	$(BIN)/python scripts/bench.py --model mlxserve/demo_model --prompt-tokens 0 --max-tokens 200 --out bench.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -115,6 +115,16 @@ class Delta:
     completion_tokens: int
     logprobs: tuple[TokenLogprob, ...] = ()
 
+    def then(self, later: "Delta") -> "Delta":
+        """This delta followed by ``later``, as one."""
+        return Delta(
+            self.text + later.text,
+            later.finish_reason,
+            later.prompt_tokens,
+            later.completion_tokens,
+            self.logprobs + later.logprobs,
+        )
+
 
 @dataclass
 class _Job:
@@ -197,6 +207,7 @@ class Engine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Run ``request``; yields deltas, the last with a ``finish_reason``.
 
+        Deltas that arrive while the consumer is busy are merged into one.
         Leaving the iteration early (client gone, error) cancels the generation
         within one token.
         """
@@ -204,11 +215,21 @@ class Engine:
             raise _shutting_down()
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
         self._jobs.put(job)
+        pending = None
         try:
             while True:
-                item = await job.results.get()
+                item = pending or await job.results.get()
+                pending = None
                 if isinstance(item, BaseException):
                     raise item
+                # Deltas that piled up while the consumer was busy go out as one:
+                # a slow client costs one chunk per wake-up, not one per token.
+                while item.finish_reason is None and not job.results.empty():
+                    later = job.results.get_nowait()
+                    if isinstance(later, BaseException):
+                        pending = later
+                        break
+                    item = item.then(later)
                 yield item
                 if item.finish_reason is not None:
                     return

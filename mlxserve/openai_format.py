@@ -8,7 +8,7 @@ import json
 import logging
 import time
 import uuid
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Callable, Optional
 
 from mlxserve import __version__
 from mlxserve.engine import Delta, TokenLogprob
@@ -47,6 +47,20 @@ class _Meta:
         )
 
 
+_MARK = "\u0001mlxserve-text\u0001"
+
+
+def text_template(render) -> "Callable[[str], str]":
+    """A fast renderer for a response whose only varying field is one string.
+
+    pydantic renders the response once around a marker; each token's text is
+    then JSON-escaped into that place. The shape stays pydantic's while the
+    per-token cost drops from ~20 us to ~2 us.
+    """
+    head, tail = render(_MARK).split(json.dumps(_MARK)[1:-1])
+    return lambda text: head + json.dumps(text, ensure_ascii=False)[1:-1] + tail
+
+
 def usage_of(delta: Delta) -> Usage:
     return Usage(
         prompt_tokens=delta.prompt_tokens,
@@ -82,12 +96,15 @@ async def chat_stream(
         choice = ChunkChoice(delta=delta, finish_reason=finish, logprobs=lps)
         return ChatCompletionChunk(choices=[choice], **meta.common).model_dump_json()
 
+    content_chunk = text_template(lambda text: chunk(ChoiceDelta(content=text)))
     try:
         yield chunk(ChoiceDelta(role="assistant", content=""))
         async for d in deltas:
-            lps = ChoiceLogprobs(content=[_wire_logprob(x) for x in d.logprobs]) if logprobs else None
-            if d.text or (logprobs and d.logprobs):
+            if logprobs and (d.text or d.logprobs):
+                lps = ChoiceLogprobs(content=[_wire_logprob(x) for x in d.logprobs])
                 yield chunk(ChoiceDelta(content=d.text), lps=lps)
+            elif d.text:
+                yield content_chunk(d.text)
             if d.finish_reason is not None:
                 yield chunk(ChoiceDelta(), finish=d.finish_reason)
                 if include_usage:
@@ -149,13 +166,16 @@ async def completion_stream(
         choice = CompletionChoice(text=text, finish_reason=finish, logprobs=lps)
         return Completion(choices=[choice], **meta.common).model_dump_json()
 
+    text_chunk = text_template(chunk)
     try:
         if echo:
-            yield chunk(echo)
+            yield text_chunk(echo)
         async for d in deltas:
-            if d.text or d.logprobs:
-                yield chunk(d.text, lps=_legacy_logprobs([d], offset) if logprobs else None)
-                offset += len(d.text)
+            if logprobs and (d.text or d.logprobs):
+                yield chunk(d.text, lps=_legacy_logprobs([d], offset))
+            elif d.text:
+                yield text_chunk(d.text)
+            offset += len(d.text)
             if d.finish_reason is not None:
                 yield chunk("", finish=d.finish_reason)
                 if include_usage:
