@@ -1,0 +1,451 @@
+"""Single-stream speed: mlx-lm in-process vs mlxserve vs mlx_lm.server, one model, one run.
+
+Each system generates greedily from the same prompt text with the same
+``max_tokens``: ``raw`` calls ``mlx_lm.stream_generate`` in this process (the
+upper bound); ``mlxserve`` and ``mlx_lm.server`` run as subprocesses, one after
+the other, and are read over HTTP streaming from ``/v1/completions`` (raw
+prompt: the script, not the server, applies the chat template, if the model has
+one). Each system gets one untimed warm-up request, then
+``--runs`` timed ones, all with the same prompt; mlx_lm.server runs with
+``--prompt-cache-size 0`` so that, like the others, it prefills every request.
+
+Usage (from the repository root):
+    python scripts/bench.py [--model PATH_OR_REPO | --random-model {llama-1b,tiny}]
+        [--prompt-tokens 128] [--max-tokens 256] [--runs 3]
+        [--systems raw,mlxserve,mlx_lm.server] [--out bench.json]
+"""
+
+import argparse
+import datetime
+import gc
+import hashlib
+import itertools
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+import mlx.core as mx  # noqa: E402
+import mlx_lm  # noqa: E402
+from mlx_lm.utils import (  # noqa: E402
+    get_total_parameters, load_model, load_tokenizer, quantize_model, save_config, save_model,
+)
+
+import mlxserve  # noqa: E402
+from mlxserve.engine import resolve_model_path  # noqa: E402
+
+SYSTEMS = ("raw", "mlxserve", "mlx_lm.server")
+# Without a prompt cache mlx_lm.server prefills every request, as mlxserve and raw do.
+MLX_LM_SERVER_FLAGS = ["--prompt-cache-size", "0"]
+READY_TIMEOUT = 600.0  # seconds for a server to load its model and answer a first request
+BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+LLAMA = {"model_type": "llama", "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
+RANDOM_MODELS = {  # name: (config, bits of weight quantization or None)
+    # Llama-3.2-1B's shape (rope scaling included), 4-bit like mlx-community's conversions.
+    "llama-1b": (dict(
+        LLAMA, hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, intermediate_size=8192, vocab_size=128256,
+        rope_theta=500000.0, max_position_embeddings=131072,
+        rope_scaling={"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    ), 4),
+    # A CPU smoke test; bfloat16 because MLX's CPU quantized matmuls are slow.
+    "tiny": (dict(
+        LLAMA, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=64, intermediate_size=768, vocab_size=8192,
+        rope_theta=10000.0, max_position_embeddings=4096,
+    ), None),
+}
+STORY_REQUEST = "Tell me a long story."
+FILLER = (  # context put before the request to reach --prompt-tokens
+    "Once upon a time, in a small village at the edge of a great forest, there lived an "
+    "old clockmaker who had repaired every clock in the valley. One winter morning a "
+    "stranger knocked on his door with a clock that ran backwards, and asked him to make "
+    "it run forwards again before the first snow melted. "
+)
+
+
+def build_tokenizer(vocab_size: int, out_dir: Path) -> None:
+    """Save a byte-level BPE tokenizer with exactly ``vocab_size`` ids, BOS and EOS last.
+
+    The merges are synthetic (every pair of characters, then pair + character)
+    over printable ASCII, space, tab and newline only, so no training data is
+    needed and every token decodes to valid UTF-8 on its own (a random model's
+    output then streams token by token). Text outside ASCII does not encode.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    # GPT-2's byte-to-character map: printable ASCII maps to itself, and tab,
+    # newline and space (bytes 9, 10 and 32) map to chr(256 + byte).
+    alphabet = [chr(b) for b in range(33, 127)] + [chr(256 + b) for b in (9, 10, 32)]
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    merges = []
+    pairs = itertools.product(alphabet, alphabet)
+    triples = ((a + b, c) for a, b, c in itertools.product(alphabet, repeat=3))
+    for left, right in itertools.chain(pairs, triples):
+        if len(vocab) == vocab_size - 2:
+            break
+        vocab[left + right] = len(vocab)
+        merges.append((left, right))
+    tok = Tokenizer(models.BPE(vocab, merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([BOS, EOS])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", special_tokens=[(BOS, vocab_size - 2)]
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS)
+    wrapped.save_pretrained(str(out_dir))
+
+
+def build_random_model(name: str) -> Path:
+    """Build (once, then reuse from the cache) a random-weight model of shape ``name``."""
+    from mlx_lm.models import llama
+
+    config, bits = RANDOM_MODELS[name]
+    digest = hashlib.sha256(json.dumps([config, bits], sort_keys=True).encode()).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = cache / "mlxserve-bench" / f"random-{name}-{digest[:8]}"
+    if path.exists():
+        return path
+    print(f"building random model {name} in {path} ...", flush=True)
+    vocab = config["vocab_size"]
+    config = dict(config, bos_token_id=vocab - 2, eos_token_id=vocab - 1, torch_dtype="bfloat16")
+    mx.random.seed(0)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(mx.bfloat16)
+    if bits:
+        model, config = quantize_model(model, config, group_size=64, bits=bits)
+    mx.eval(model.parameters())
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(tmp, model)
+    build_tokenizer(vocab, tmp)
+    save_config(config, tmp / "config.json")
+    tmp.rename(path)  # only a complete build gets the final name
+    return path
+
+
+def describe_model(path: Path, ref: str) -> dict:
+    """Path, architecture, parameter count and quantization of the model at ``path``."""
+    model, config = load_model(path, lazy=True)
+    return {
+        "ref": ref,
+        "path": str(path),
+        "model_type": config.get("model_type"),
+        "shape": {k: config.get(k) for k in ("hidden_size", "num_hidden_layers",
+                                             "num_attention_heads", "num_key_value_heads",
+                                             "intermediate_size", "vocab_size")},
+        "parameters": get_total_parameters(model),
+        "quantization": config.get("quantization"),
+    }
+
+
+def make_prompt(tokenizer, n_tokens: int) -> str:
+    """The prompt text: filler, then STORY_REQUEST, in about ``n_tokens`` tokens.
+
+    The user message goes through the model's chat template where it has one,
+    so that chat models answer at length. A leading BOS is left out: each
+    system adds it when it encodes the text.
+    """
+    words = (FILLER * (n_tokens // 8 + 1)).split()  # far more than n_tokens tokens
+
+    def render(n_words: int) -> str:
+        content = " ".join(words[:n_words] + [STORY_REQUEST])
+        if tokenizer.has_chat_template:
+            content = tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+            )
+        bos = tokenizer.bos_token
+        return content[len(bos):] if bos and content.startswith(bos) else content
+
+    lo, hi = 0, len(words)  # the most filler words that keep the prompt within n_tokens
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(tokenizer.encode(render(mid))) <= n_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return render(lo)
+
+
+def run_metrics(t0: float, t_first: float, t_last: float, tokens: int, **extra) -> dict:
+    """One run's TTFT, decode speed and wall time from its timestamps (perf_counter)."""
+    decode = tokens - 1
+    return dict(
+        ttft_ms=(t_first - t0) * 1e3,
+        decode_tps=decode / (t_last - t_first) if decode > 0 and t_last > t_first else None,
+        total_s=t_last - t0,
+        tokens=tokens,
+        **extra,
+    )
+
+
+def bench_raw(model_ref: str, prompt: str, max_tokens: int, count: int) -> list[dict]:
+    """Generate ``count`` times in-process with ``mlx_lm.stream_generate`` (first: warm-up)."""
+    model, tokenizer = mlx_lm.load(model_ref)
+    ids = mx.array(tokenizer.encode(prompt))  # as mlx_lm.server encodes it
+    results = []
+    for _ in range(count):
+        text, t_first = [], None
+        t0 = time.perf_counter()
+        for resp in mlx_lm.stream_generate(model, tokenizer, ids, max_tokens=max_tokens):
+            t_first = t_first or time.perf_counter()
+            text.append(resp.text)
+        t_last = time.perf_counter()
+        results.append(run_metrics(t0, t_first, t_last, resp.generation_tokens,
+                                   prompt_tokens=resp.prompt_tokens, text="".join(text)))
+    del model, tokenizer
+    gc.collect()
+    mx.clear_cache()
+    return results
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stream_completion(base_url: str, prompt: str, max_tokens: int) -> dict:
+    """POST a streamed greedy ``/v1/completions`` request and time its SSE chunks."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    text, usage, t_first, t_last = [], {}, None, None
+    with httpx.Client(timeout=READY_TIMEOUT) as client:
+        t0 = time.perf_counter()
+        with client.stream("POST", f"{base_url}/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:500]!r}")
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                now, chunk = time.perf_counter(), json.loads(line[6:])
+                if "error" in chunk:
+                    raise RuntimeError(f"server error: {chunk['error']}")
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices", []):
+                    if choice.get("text"):
+                        t_first = t_first or now
+                        text.append(choice["text"])
+                    if choice.get("text") or choice.get("finish_reason"):
+                        t_last = now
+    if t_first is None or not usage:
+        raise RuntimeError(f"no text or no usage in the stream from {base_url}")
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return run_metrics(t0, t_first, t_last, usage["completion_tokens"],
+                       prompt_tokens=usage["prompt_tokens"], cached_tokens=cached,
+                       text="".join(text))
+
+
+def server_command(system: str, model: str, port: int, max_tokens: int) -> tuple[list, str]:
+    """The command line that starts ``system`` and the GET path that answers 200 once it listens."""
+    if system == "mlxserve":
+        return ([sys.executable, "-m", "mlxserve", "serve", "--model", model, "--port", str(port),
+                 "--max-tokens", str(max(4096, max_tokens))], "/healthz")
+    return ([sys.executable, "-m", "mlx_lm", "server", "--model", model, "--port", str(port),
+             "--max-tokens", str(max_tokens), *MLX_LM_SERVER_FLAGS], "/v1/models")
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
+    """Poll ``url`` until it answers 200; fail if the server exits or READY_TIMEOUT passes."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}; see {log}")
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == 200:
+                return
+            if '"failed"' in response.text:  # mlxserve: the model failed to load
+                raise RuntimeError(f"server says {response.text}; see {log}")
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT:.0f}s; see {log}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the server, then SIGKILL it if it is still there after 15 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def bench_server(system: str, model: str, prompt: str, max_tokens: int, count: int,
+                 log_dir: Path) -> list[dict]:
+    """Start ``system``; stream ``prompt`` through it ``count`` times (first: warm-up); stop it."""
+    port = free_port()
+    cmd, ready_path = server_command(system, model, port, max_tokens)
+    log = log_dir / f"{system}.log"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    base_url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_ready(proc, base_url + ready_path, log)
+        return [stream_completion(base_url, prompt, max_tokens) for _ in range(count)]
+    except Exception as exc:
+        raise RuntimeError(f"{system} failed ({exc}); server log: {log}") from exc
+    finally:
+        stop(proc)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians of the timed runs' numeric metrics."""
+    keys = ("ttft_ms", "decode_tps", "total_s", "tokens")
+    return {k: statistics.median(r[k] for r in runs if r[k] is not None) for k in keys}
+
+
+def comparisons(results: dict) -> dict:
+    """Decode-speed ratios and TTFT differences between the systems' medians."""
+    med = {name: r["median"] for name, r in results.items()}
+    out = {}
+    for a, b in (("mlxserve", "raw"), ("mlx_lm.server", "raw"), ("mlxserve", "mlx_lm.server")):
+        if a in med and b in med:
+            out[f"{a}/{b}"] = {
+                "decode_tps_ratio": med[a]["decode_tps"] / med[b]["decode_tps"],
+                "ttft_diff_ms": med[a]["ttft_ms"] - med[b]["ttft_ms"],
+            }
+    return out
+
+
+def check_runs(results: dict, max_tokens: int) -> list[str]:
+    """Warnings where a timed run did other work than the first system's same run."""
+    warnings = []
+    first, reference = next(iter(results.items()))
+    for name, res in results.items():
+        for i, (run, ref_run) in enumerate(zip(res["runs"], reference["runs"]), 1):
+            if run["tokens"] != max_tokens:
+                warnings.append(f"{name} run {i}: {run['tokens']} tokens, not {max_tokens}")
+            if run["text"] != ref_run["text"]:
+                warnings.append(f"{name} run {i}: text differs from {first}'s")
+            if run.get("cached_tokens"):
+                warnings.append(f"{name} run {i}: {run['cached_tokens']} prompt tokens cached")
+    return warnings
+
+
+def device_info() -> dict:
+    """The default MLX device, platform, CPU model and (where MLX reports one) GPU name."""
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"default_device": str(mx.default_device()), "platform": platform.platform(),
+            "cpu": cpu, "cpu_count": os.cpu_count()}
+    try:
+        info["mlx_device_info"] = {k: v for k, v in mx.device_info().items()
+                                   if isinstance(v, (str, int, float))}
+    except (AttributeError, RuntimeError):
+        pass
+    return info
+
+
+def print_table(report: dict) -> None:
+    """Print the medians, each run's decode speed and the comparisons."""
+    print(f"\nmodel: {report['model']['ref']} ({report['model']['parameters'] / 1e6:,.2f}M params)"
+          f"  device: {report['device']['default_device']}  mlx {report['versions']['mlx']}")
+    print(f"{'system':<14}{'TTFT ms':>9}{'decode tok/s':>14}{'total s':>9}{'tokens':>8}"
+          "  decode tok/s per run")
+    for name, res in report["results"].items():
+        m = res["median"]
+        runs = ", ".join(f"{r['decode_tps']:.1f}" for r in res["runs"] if r["decode_tps"])
+        print(f"{name:<14}{m['ttft_ms']:>9.1f}{m['decode_tps']:>14.1f}{m['total_s']:>9.2f}"
+              f"{m['tokens']:>8g}  {runs}")
+    for pair, c in report["comparisons"].items():
+        print(f"{pair}: decode {c['decode_tps_ratio']:.1%}, TTFT {c['ttft_diff_ms']:+.1f} ms")
+    for warning in report["warnings"]:
+        print("WARNING:", warning)
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default=str(REPO_ROOT / "mlxserve" / "demo_model"),
+                        help="model path or Hugging Face repo id")
+    parser.add_argument("--random-model", choices=sorted(RANDOM_MODELS),
+                        help="benchmark a random-weight model of this shape instead of --model")
+    parser.add_argument("--prompt-tokens", type=int, default=128,
+                        help="approximate prompt length (0: the story request alone)")
+    parser.add_argument("--max-tokens", type=int, default=256, help="tokens to generate")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="timed runs per system (after one warm-up)")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--out", type=Path, help="write the full report here as JSON")
+    args = parser.parse_args()
+    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - set(SYSTEMS)
+    if unknown or not args.systems:
+        parser.error(f"--systems: unknown {sorted(unknown)}; choose from {SYSTEMS}")
+    if args.runs < 1 or args.max_tokens < 2 or args.prompt_tokens < 0:
+        parser.error("need --runs >= 1, --max-tokens >= 2 and --prompt-tokens >= 0")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    if args.random_model:
+        ref, path = f"random:{args.random_model}", build_random_model(args.random_model)
+    else:
+        ref, path = args.model, resolve_model_path(args.model)
+    prompt = make_prompt(load_tokenizer(path), args.prompt_tokens)
+    log_dir = Path(tempfile.mkdtemp(prefix="mlxserve-bench-"))
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    results = {}
+    for system in args.systems:  # one after another, never concurrently
+        print(f"benchmarking {system} ...", flush=True)
+        if system == "raw":
+            runs = bench_raw(str(path), prompt, args.max_tokens, args.runs + 1)
+        else:
+            runs = bench_server(system, str(path), prompt, args.max_tokens, args.runs + 1, log_dir)
+        results[system] = {"warmup": runs[0], "runs": runs[1:], "median": summarize(runs[1:])}
+    report = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "device": device_info(),
+        "load_average_1m": {"before": load_before,
+                            "after": os.getloadavg()[0] if load_before is not None else None},
+        "versions": {"mlx": mx.__version__, "mlx_lm": mlx_lm.__version__,
+                     "mlxserve": mlxserve.__version__, "python": platform.python_version()},
+        "model": describe_model(path, ref),
+        "settings": {"prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
+                     "runs": args.runs, "systems": args.systems, "temperature": 0.0,
+                     "route": "/v1/completions (stream, include_usage)", "prompt": prompt,
+                     "mlx_lm_server_flags": MLX_LM_SERVER_FLAGS},
+        "results": results,
+        "comparisons": comparisons(results),
+        "warnings": check_runs(results, args.max_tokens),
+        "server_logs": str(log_dir),
+    }
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    print_table(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
