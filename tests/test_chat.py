@@ -123,7 +123,8 @@ def test_stop_string_as_plain_string(server, examples):
     assert resp.choices[0].message.content == short["completion"].split("!")[0]
 
 
-def test_window_keeps_exactly_the_last_messages(make_server, engine, examples):
+def test_window_keeps_exactly_the_last_messages(make_server, engine, examples, caplog):
+    caplog.set_level("INFO", logger="mlxserve.service")
     server = make_server(max_context=1)
     history = [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -135,6 +136,7 @@ def test_window_keeps_exactly_the_last_messages(make_server, engine, examples):
     kept = [history[0]] + examples["short"]["messages"][-1:]
     assert resp.usage.prompt_tokens == prompt_len(engine, kept)
     assert resp.usage.prompt_tokens < prompt_len(engine, messages)
+    assert f"window: kept 2 of 4 messages (2 dropped), {resp.usage.prompt_tokens} prompt tokens" in caplog.text
 
 
 def test_token_window_drops_oldest_to_fit(make_server, engine, examples):

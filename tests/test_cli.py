@@ -94,8 +94,8 @@ def demo_process():
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_drains_in_flight_requests_then_exits_0(demo_process, examples, sig):
     proc, url = demo_process
-    body = {"messages": examples["long"]["messages"], "max_tokens": 150, "stream": True}
-    texts, finish = [], None
+    body = {"messages": examples["long"]["messages"], "max_tokens": 300, "stream": True}
+    texts, finish, refused = [], None, False
     with httpx.Client(timeout=60) as client, client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         lines = r.iter_lines()
         for line in lines:
@@ -103,6 +103,13 @@ def test_signal_drains_in_flight_requests_then_exits_0(demo_process, examples, s
                 proc.send_signal(sig)  # mid-stream
                 break
         for line in lines:
+            if not refused and len(texts) == 20:
+                # Draining: the stream goes on, but the server takes no new connections.
+                time.sleep(0.3)
+                try:
+                    httpx.get(url + "/healthz", timeout=2)
+                except httpx.TransportError:
+                    refused = True
             if line == "data: [DONE]":
                 break
             if line.startswith("data: {"):
@@ -110,6 +117,7 @@ def test_signal_drains_in_flight_requests_then_exits_0(demo_process, examples, s
                 texts.append(choice["delta"].get("content") or "")
                 finish = choice["finish_reason"] or finish
     assert finish == "length", "the in-flight stream was cut short"
+    assert refused, "a new connection was accepted while draining"
     assert proc.wait(30) == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/healthz", timeout=1)
