@@ -335,7 +335,8 @@ class Engine:
         run.completion_tokens = resp.generation_tokens
         self.tokens_generated += 1
         logprobs = ()
-        if run.job.request.top_logprobs is not None:
+        # The end-of-turn token ends the answer; like OpenAI, it gets no logprob entry.
+        if run.job.request.top_logprobs is not None and resp.finish_reason != "stop":
             logprobs = (self._logprob(resp.token, resp.logprobs, run.job.request.top_logprobs),)
         text, reason = resp.text, resp.finish_reason
         if run.stops is not None:

@@ -187,6 +187,14 @@ def test_logprobs(server, examples):
         assert t.top_logprobs[0].logprob == pytest.approx(t.logprob, abs=1e-5)
 
 
+def test_logprobs_cover_exactly_the_answer(server, examples):
+    short = examples["short"]
+    resp = server.openai().chat.completions.create(model="x", messages=short["messages"], logprobs=True)
+    tokens = [t.token for t in resp.choices[0].logprobs.content]
+    assert "".join(tokens) == short["completion"] == resp.choices[0].message.content
+    assert resp.usage.completion_tokens == len(tokens) + 1  # + the end-of-turn token
+
+
 def test_seed_makes_sampling_reproducible(server, examples):
     client = server.openai()
     kwargs = dict(model="x", messages=examples["long"]["messages"], temperature=1.5, max_tokens=30)
