@@ -6,6 +6,7 @@ setting is declared once and is also an ``MLXSERVE_*`` environment variable.
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import typing
@@ -70,8 +71,11 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**values)
 
 
-def serve(settings: Settings) -> int:
-    """Run the server until SIGTERM/SIGINT; in-flight requests get ``drain_timeout`` to finish."""
+def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM/SIGINT, then exit 0.
+
+    In-flight requests get ``drain_timeout`` to finish first.
+    """
     import uvicorn
 
     from mlxserve.app import create_app
@@ -92,7 +96,13 @@ def serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run()
-    return 0
+    # Drained and shut down. Native threads (MLX, tokenizers) can abort the process
+    # while the interpreter tears down ("terminate called without an active
+    # exception"), turning a clean stop into SIGABRT: leave without running them.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -104,4 +114,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValidationError, ConfigFileError) as exc:
         print(f"mlxserve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    return serve(settings)
+    serve(settings)
+    return 0
