@@ -21,7 +21,7 @@ from mlxserve.errors import (
     error_body,
 )
 from mlxserve.http import BodySizeLimit, JSONBodies
-from mlxserve.routes import openai
+from mlxserve.routes import openai, web
 from mlxserve.service import Service
 
 log = logging.getLogger("mlxserve.app")
@@ -91,6 +91,7 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
     app = FastAPI(title="mlxserve", version=__version__, lifespan=lifespan)
     app.state.service = Service(settings, engine)
     app.include_router(openai.router)
+    app.include_router(web.router)
     app.add_middleware(JSONBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
