@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlxserve import __version__
+from mlxserve.auth import APIKeyAuth
 from mlxserve.config import Settings
 from mlxserve.engine import Engine
 from mlxserve.errors import (
@@ -94,6 +95,7 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
     app.include_router(web.router)
     app.add_middleware(JSONBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(APIKeyAuth, keys=settings.api_keys)
 
     @app.exception_handler(MLXServeError)
     async def _mlxserve_error(request: Request, exc: MLXServeError):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,18 @@ def config_path() -> Path:
     # The XDG spec says a relative XDG_CONFIG_HOME is invalid and must be ignored.
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".config"
     return base / "mlxserve" / "config.toml"
+
+
+def read_key_file(path: Path) -> list[str]:
+    """The keys in an API key file: one per line, blank lines and ``#`` comments skipped."""
+    try:
+        lines = Path(path).expanduser().read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read API key file {path}: {exc.strerror}") from None
+    keys = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not keys:
+        raise ValueError(f"API key file {path} holds no key")
+    return keys
 
 
 class Settings(BaseSettings):
@@ -100,6 +112,29 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Logging level."
     )
+    api_key: Optional[str] = Field(
+        None,
+        description="API key clients must send (Authorization: Bearer KEY, or x-api-key); "
+        "several keys separated by commas.",
+    )
+    api_key_file: Optional[Path] = Field(
+        None, description="File of API keys, one per line (# starts a comment)."
+    )
+
+    _api_keys: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _read_api_keys(self):
+        keys = [k.strip() for k in (self.api_key or "").split(",") if k.strip()]
+        if self.api_key_file is not None:
+            keys += read_key_file(self.api_key_file)
+        self._api_keys = keys
+        return self
+
+    @property
+    def api_keys(self) -> list[str]:
+        """Every API key the server accepts (none: the API is open)."""
+        return self._api_keys
 
     @classmethod
     def settings_customise_sources(

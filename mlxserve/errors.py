@@ -55,6 +55,15 @@ class ContextLengthExceededError(InvalidRequestError):
         )
 
 
+class AuthenticationError(MLXServeError):
+    status_code = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
 class NotFoundError(MLXServeError):
     status_code = 404
     type = "invalid_request_error"

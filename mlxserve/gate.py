@@ -13,6 +13,15 @@ BUSY_RETRY_AFTER = 2.0
 QUEUE_TIMEOUT_RETRY_AFTER = 5.0
 
 
+class _QueueTimeout(Exception):
+    """A waiter's time in the queue ran out."""
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(_QueueTimeout())
+
+
 class Gate:
     """A FIFO semaphore with a bounded wait queue and a bounded wait time.
 
@@ -50,26 +59,30 @@ class Gate:
                 f"{len(self._waiters)} waiting. Try again shortly.",
                 retry_after=BUSY_RETRY_AFTER,
             )
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiters.append(waiter)
+        # A timer on the waiter itself (asyncio.timeout is Python 3.11+; wait_for adds a task).
+        timer = loop.call_later(self.queue_timeout, _expire, waiter)
         try:
-            async with asyncio.timeout(self.queue_timeout):
-                await waiter
+            await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # The slot was handed over just as we gave up: pass it on.
                 self.release()
             else:
                 waiter.cancel()
                 if waiter in self._waiters:  # release() may have skipped past it already
                     self._waiters.remove(waiter)
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, _QueueTimeout):
                 raise ServiceUnavailableError(
                     f"No generation slot became free within {self.queue_timeout:g} seconds.",
                     code="queue_timeout",
                     retry_after=QUEUE_TIMEOUT_RETRY_AFTER,
                 ) from None
             raise
+        finally:
+            timer.cancel()
 
     def release(self) -> None:
         """Give a slot back: to the first live waiter, else to the pool."""

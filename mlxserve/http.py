@@ -8,9 +8,23 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlxserve.errors import PayloadTooLargeError, error_body
+from mlxserve.errors import MLXServeError, PayloadTooLargeError, error_body
 
 T = TypeVar("T")
+
+
+async def send_error(send: Send, error: MLXServeError, *, close: bool = False) -> None:
+    """Answer with ``error``'s envelope straight from ASGI middleware (outside FastAPI's handlers)."""
+    body = json.dumps(error_body(error)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers().items()]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ClientDisconnected(Exception):
@@ -29,22 +43,13 @@ class BodySizeLimit:
         self.max_bytes = max_bytes
 
     async def _refuse(self, send: Send) -> None:
-        error = PayloadTooLargeError(
-            f"The request body is larger than the server's limit of {self.max_bytes} bytes."
+        await send_error(
+            send,
+            PayloadTooLargeError(
+                f"The request body is larger than the server's limit of {self.max_bytes} bytes."
+            ),
+            close=True,
         )
-        body = json.dumps(error_body(error)).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status_code,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
