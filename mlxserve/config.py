@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Logging level."
     )
+    reasoning: Literal["split", "inline", "hide"] = Field(
+        "split",
+        description="A thinking model's reasoning: 'split' into reasoning_content, kept 'inline' "
+        "in the content with its tags, or 'hide'.",
+    )
     api_key: Optional[str] = Field(
         None,
         description="API key clients must send (Authorization: Bearer KEY, or x-api-key); "

@@ -13,15 +13,20 @@ from typing import AsyncIterator, Callable, Optional
 from mlxserve import __version__
 from mlxserve.engine import Delta, TokenLogprob
 from mlxserve.errors import InternalError, MLXServeError, error_body
+from mlxserve.parsing import Event
 from mlxserve.schemas.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionMessage,
     Choice,
     ChoiceDelta,
+    ChoiceDeltaFunctionCall,
+    ChoiceDeltaToolCall,
     ChoiceLogprobs,
     ChunkChoice,
     Completion,
+    ResponseFunctionCall,
+    ResponseToolCall,
     CompletionChoice,
     CompletionLogprobs,
     TokenLogprob as WireTokenLogprob,
@@ -86,8 +91,24 @@ def error_payload(exc: BaseException) -> str:
     return json.dumps(error_body(exc))
 
 
+def _tool_call_deltas(calls, first_index: int) -> list[ChoiceDeltaToolCall]:
+    """OpenAI's streaming shape for complete calls: id and name first, then the arguments."""
+    out = []
+    for i, call in enumerate(calls, first_index):
+        out.append(
+            ChoiceDeltaToolCall(
+                index=i,
+                id=call.id,
+                type="function",
+                function=ChoiceDeltaFunctionCall(name=call.name, arguments=""),
+            )
+        )
+        out.append(ChoiceDeltaToolCall(index=i, function=ChoiceDeltaFunctionCall(arguments=call.arguments)))
+    return out
+
+
 async def chat_stream(
-    deltas: AsyncIterator[Delta], model: str, *, include_usage: bool, logprobs: bool
+    events: AsyncIterator[Event], model: str, *, include_usage: bool, logprobs: bool
 ) -> AsyncIterator[str]:
     """SSE ``data`` payloads of a streamed chat completion, ``[DONE]`` last."""
     meta = _Meta(model, "chatcmpl")
@@ -97,43 +118,57 @@ async def chat_stream(
         return ChatCompletionChunk(choices=[choice], **meta.common).model_dump_json()
 
     content_chunk = text_template(lambda text: chunk(ChoiceDelta(content=text)))
+    calls = 0
     try:
         yield chunk(ChoiceDelta(role="assistant", content=""))
-        async for d in deltas:
-            if logprobs and (d.text or d.logprobs):
-                lps = ChoiceLogprobs(content=[_wire_logprob(x) for x in d.logprobs])
-                yield chunk(ChoiceDelta(content=d.text), lps=lps)
-            elif d.text:
-                yield content_chunk(d.text)
-            if d.finish_reason is not None:
-                yield chunk(ChoiceDelta(), finish=d.finish_reason)
+        async for e in events:
+            if e.reasoning:
+                yield chunk(ChoiceDelta(reasoning_content=e.reasoning))
+            if logprobs and (e.content or e.delta.logprobs):
+                lps = ChoiceLogprobs(content=[_wire_logprob(x) for x in e.delta.logprobs])
+                yield chunk(ChoiceDelta(content=e.content), lps=lps)
+            elif e.content:
+                yield content_chunk(e.content)
+            for call_delta in _tool_call_deltas(e.tool_calls, calls):
+                yield chunk(ChoiceDelta(tool_calls=[call_delta]))
+            calls += len(e.tool_calls)
+            if e.finish_reason is not None:
+                yield chunk(ChoiceDelta(), finish=e.finish_reason)
                 if include_usage:
                     yield ChatCompletionChunk(
-                        choices=[], usage=usage_of(d), **meta.common
+                        choices=[], usage=usage_of(e.delta), **meta.common
                     ).model_dump_json()
     except Exception as exc:
         yield error_payload(exc)
     yield DONE
 
 
-async def chat_fold(deltas: AsyncIterator[Delta], model: str, *, logprobs: bool) -> ChatCompletion:
-    """A non-streamed chat completion: the fold of the delta stream."""
+async def chat_fold(events: AsyncIterator[Event], model: str, *, logprobs: bool) -> ChatCompletion:
+    """A non-streamed chat completion: the fold of the event stream."""
     meta = _Meta(model, "chatcmpl")
-    text: list[str] = []
-    lps: list[WireTokenLogprob] = []
-    last: Optional[Delta] = None
-    async for last in deltas:
-        text.append(last.text)
-        lps.extend(_wire_logprob(x) for x in last.logprobs)
+    answer: Optional[Event] = None
+    async for e in events:
+        answer = e if answer is None else answer.then(e)
+    calls = [
+        ResponseToolCall(id=c.id, function=ResponseFunctionCall(name=c.name, arguments=c.arguments))
+        for c in answer.tool_calls
+    ]
+    message = ChatCompletionMessage(
+        # Like OpenAI: no content (null) when the answer is only tool calls.
+        content=answer.content if answer.content or not calls else None,
+        reasoning_content=answer.reasoning or None,
+        tool_calls=calls or None,
+    )
+    lps = [_wire_logprob(x) for x in answer.delta.logprobs]
     return ChatCompletion(
         choices=[
             Choice(
-                message=ChatCompletionMessage(content="".join(text)),
-                finish_reason=last.finish_reason,
+                message=message,
+                finish_reason=answer.finish_reason,
                 logprobs=ChoiceLogprobs(content=lps) if logprobs else None,
             )
         ],
-        usage=usage_of(last),
+        usage=usage_of(answer.delta),
         **meta.common,
     )
 

@@ -8,6 +8,8 @@ through the gate as :class:`Generation` streams of deltas.
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
+from functools import partial
 from typing import AsyncIterator, Optional, Union
 
 from jinja2 import TemplateError
@@ -23,6 +25,7 @@ from mlxserve.errors import (
     ServiceUnavailableError,
 )
 from mlxserve.gate import Gate
+from mlxserve.parsing import AnswerParser, Event
 from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger("mlxserve.service")
@@ -65,27 +68,43 @@ def resolve_sampling(
     )
 
 
-class Generation:
-    """An admitted generation: an async iterator of deltas that holds a gate slot.
+@dataclass(frozen=True)
+class ChatPlan:
+    """A chat generation, ready to admit.
 
+    Attributes:
+        request: What the engine runs.
+        parser: Splits the answer into content, reasoning and tool calls.
+    """
+
+    request: GenerationRequest
+    parser: AnswerParser
+
+
+class Generation:
+    """An admitted generation: an async iterator that holds a gate slot.
+
+    It yields the engine's deltas, or, given a ``parser``, the parsed events.
     The slot is released exactly once: when the deltas end, when iteration
     fails, or when :meth:`aclose` is called (always call it; it is idempotent).
     """
 
-    def __init__(self, deltas: AsyncIterator[Delta], release):
+    def __init__(self, deltas: AsyncIterator[Delta], release, parser: Optional[AnswerParser] = None):
         self._deltas = deltas
         self._release = release
+        self._parser = parser
         self._open = True
 
     def __aiter__(self):
         return self
 
-    async def __anext__(self) -> Delta:
+    async def __anext__(self) -> Union[Delta, Event]:
         try:
-            return await self._deltas.__anext__()
+            delta = await self._deltas.__anext__()
         except BaseException:
             await self.aclose()
             raise
+        return self._parser.feed(delta) if self._parser else delta
 
     async def aclose(self) -> None:
         if self._open:
@@ -131,16 +150,20 @@ class Service:
         """The request's max_tokens, or the default, clamped to the server's cap."""
         return min(requested or self.settings.default_max_tokens, self.settings.max_tokens)
 
-    async def plan_chat(self, body: ChatCompletionRequest) -> GenerationRequest:
-        """The generation for a chat request: windowed messages through the chat template."""
+    async def plan_chat(self, body: ChatCompletionRequest) -> ChatPlan:
+        """The generation for a chat request: windowed messages through the chat template.
+
+        Tools (unless ``tool_choice`` is ``"none"``) go to the template and the parser.
+        """
         self.check_ready()
         max_tokens = self.max_tokens(body.requested_max_tokens())
         messages = [m.to_template() for m in body.messages]
+        tools = body.offered_tools()
         # Templating and tokenizing are CPU work, not MLX: keep them off the event loop.
         window = await asyncio.to_thread(
             fit_window,
             messages,
-            render=self._render,
+            render=partial(self._render, tools=tools),
             max_messages=self.settings.max_context,
             context_tokens=self.context_tokens,
             completion_tokens=max_tokens,
@@ -153,7 +176,11 @@ class Service:
             len(window.prompt_tokens),
         )
         top = (body.top_logprobs or 0) if body.logprobs else None
-        return self._request(body, window.prompt_tokens, max_tokens, top)
+        request = self._request(body, window.prompt_tokens, max_tokens, top)
+        parser = AnswerParser(
+            self.engine.tokenizer, request.prompt, tools=tools, reasoning=self.settings.reasoning
+        )
+        return ChatPlan(request, parser)
 
     async def plan_completion(self, body: CompletionRequest) -> GenerationRequest:
         """The generation for a raw-prompt completion (no chat template)."""
@@ -166,10 +193,19 @@ class Service:
             )
         return self._request(body, prompt, max_tokens, body.logprobs)
 
-    async def admit(self, request: GenerationRequest) -> Generation:
-        """Wait for a gate slot (FIFO, bounded) and start ``request`` on the engine."""
+    async def admit(
+        self, request: GenerationRequest, parser: Optional[AnswerParser] = None
+    ) -> Generation:
+        """Wait for a gate slot (FIFO, bounded) and start ``request`` on the engine.
+
+        With a ``parser`` the generation yields parsed :class:`Event` objects.
+        """
         await self.gate.acquire()
-        return Generation(self.engine.generate(request), self.gate.release)
+        return Generation(self.engine.generate(request), self.gate.release, parser)
+
+    async def admit_chat(self, plan: ChatPlan) -> Generation:
+        """Admit a chat plan: its generation yields parsed events."""
+        return await self.admit(plan.request, plan.parser)
 
     def _request(self, body, prompt: list[int], max_tokens: int, top_logprobs) -> GenerationRequest:
         vocab = self.engine.vocab_size
@@ -187,9 +223,11 @@ class Service:
             timeout=self.settings.timeout,
         )
 
-    def _render(self, messages: list[dict]) -> list[int]:
+    def _render(self, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
         try:
-            return self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            return self.engine.tokenizer.apply_chat_template(
+                messages, tools=tools, add_generation_prompt=True
+            )
         except TemplateError as exc:
             raise InvalidRequestError(
                 f"The model's chat template rejected these messages: {exc}", param="messages"

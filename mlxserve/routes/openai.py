@@ -24,10 +24,10 @@ router = APIRouter()
 CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in logs
 
 
-async def _respond(request: Request, svc, plan, *, stream: bool, to_stream, to_fold):
-    """Admit ``plan`` through the gate, then stream it as SSE or fold it into one body."""
+async def _respond(request: Request, svc, admission, *, stream: bool, to_stream, to_fold):
+    """Wait for ``admission`` (a gate slot), then stream the generation as SSE or fold it."""
     try:
-        generation = await until_disconnect(request, svc.admit(plan))
+        generation = await until_disconnect(request, admission)
         if stream:
             return GenerationSSE(
                 to_stream(generation),
@@ -54,7 +54,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, svc: S
     return await _respond(
         request,
         svc,
-        plan,
+        svc.admit_chat(plan),
         stream=bool(body.stream),
         to_stream=partial(
             openai_format.chat_stream,
@@ -77,7 +77,7 @@ async def completions(body: CompletionRequest, request: Request, svc: ServiceDep
     return await _respond(
         request,
         svc,
-        plan,
+        svc.admit(plan),
         stream=bool(body.stream),
         to_stream=partial(
             openai_format.completion_stream, include_usage=_include_usage(body), **shared

@@ -105,6 +105,79 @@ def _parse_arguments(arguments: str):
         return arguments
 
 
+TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(_Request):
+    name: str = Field(..., pattern=TOOL_NAME_PATTERN)
+    description: Optional[str] = None
+    parameters: Optional[dict] = None
+    """A JSON Schema for the arguments object (absent: no arguments)."""
+    strict: Optional[bool] = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _check_parameters(cls, value):
+        if value is not None:
+            check_json_schema(value)
+            if value.get("type", "object") != "object":
+                raise ValueError("A function's parameters must be a JSON Schema of type 'object'.")
+        return value
+
+
+class ChatTool(_Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Request):
+    name: str
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+ToolChoice = Union[Literal["none", "auto", "required"], NamedToolChoice]
+
+
+class JSONSchemaFormat(_Request):
+    name: str = Field(..., pattern=TOOL_NAME_PATTERN)
+    description: Optional[str] = None
+    schema_: Optional[dict] = Field(None, alias="schema")
+    strict: Optional[bool] = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _check_schema(cls, value):
+        if value is not None:
+            check_json_schema(value)
+        return value
+
+
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JSONSchemaFormat] = None
+
+    @model_validator(mode="after")
+    def _schema_given(self):
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type 'json_schema' needs a 'json_schema' object.")
+        return self
+
+
+def check_json_schema(schema: dict) -> None:
+    """Raise ``ValueError`` unless ``schema`` is a valid JSON Schema."""
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(p) for p in exc.path)
+        raise ValueError(f"Invalid JSON Schema{' at ' + where if where else ''}: {exc.message}") from None
+
+
 class StreamOptions(_Request):
     include_usage: bool = False
 
@@ -169,12 +242,46 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: Optional[list[ChatTool]] = None
+    tool_choice: Optional[ToolChoice] = None
+    parallel_tool_calls: Optional[bool] = None
+    response_format: Optional[ResponseFormat] = None
 
     @model_validator(mode="after")
     def _top_logprobs_needs_logprobs(self):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true.")
         return self
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, value):
+        names = [t.function.name for t in value or []]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"Tool names must be unique; repeated: {', '.join(duplicates)}.")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_needs_tools(cls, value, info):
+        tools = info.data.get("tools")
+        if value is not None and value != "none" and not tools:
+            raise ValueError("tool_choice is only allowed when tools are specified.")
+        if isinstance(value, NamedToolChoice):
+            names = [t.function.name for t in tools]
+            if value.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names the function '{value.function.name}', which is not "
+                    f"among the tools ({', '.join(names)})."
+                )
+        return value
+
+    def offered_tools(self) -> Optional[list[dict]]:
+        """The tools for the chat template and the parser: none when tool_choice is "none"."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [t.model_dump(exclude_none=True, by_alias=True) for t in self.tools]
 
     def requested_max_tokens(self) -> Optional[int]:
         return self.max_completion_tokens or self.max_tokens
@@ -204,7 +311,7 @@ class CompletionRequest(_SamplingFields):
 
 # ---- responses ----
 
-FinishReason = Literal["stop", "length"]
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 class PromptTokensDetails(BaseModel):
@@ -232,9 +339,25 @@ class ChoiceLogprobs(BaseModel):
     content: Optional[list[TokenLogprob]] = None
 
 
+class ResponseFunctionCall(BaseModel):
+    name: str
+    arguments: str
+    """The arguments as a JSON object, as text."""
+
+
+class ResponseToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ResponseFunctionCall
+
+
 class ChatCompletionMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: Optional[str] = None
+    """The answer; null when the model only called tools."""
+    reasoning_content: Optional[str] = None
+    """The model's reasoning (its think block), when it has one."""
+    tool_calls: Optional[list[ResponseToolCall]] = None
 
 
 class Choice(BaseModel):
@@ -242,6 +365,13 @@ class Choice(BaseModel):
     message: ChatCompletionMessage
     logprobs: Optional[ChoiceLogprobs] = None
     finish_reason: FinishReason
+
+    @field_serializer("message")
+    def _no_empty_extras(self, message: ChatCompletionMessage) -> dict:
+        """``content`` is always there (null for tool calls only); the extensions only when set."""
+        out = message.model_dump(exclude_none=True)
+        out.setdefault("content", None)
+        return out
 
 
 class ChatCompletion(BaseModel):
@@ -254,9 +384,23 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class ChoiceDeltaFunctionCall(BaseModel):
+    name: Optional[str] = None
+    arguments: Optional[str] = None
+
+
+class ChoiceDeltaToolCall(BaseModel):
+    index: int
+    id: Optional[str] = None
+    type: Optional[Literal["function"]] = None
+    function: ChoiceDeltaFunctionCall
+
+
 class ChoiceDelta(BaseModel):
     role: Optional[Literal["assistant"]] = None
     content: Optional[str] = None
+    reasoning_content: Optional[str] = None
+    tool_calls: Optional[list[ChoiceDeltaToolCall]] = None
 
 
 class ChunkChoice(BaseModel):

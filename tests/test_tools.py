@@ -1,0 +1,170 @@
+"""Tool calls and reasoning over real HTTP, with the openai SDK, on the trained test model."""
+
+import json
+
+import openai
+import pytest
+
+from tests.test_errors import assert_envelope
+
+
+def ask(client, example, **kwargs):
+    tools = {"tools": example["tools"]} if example["tools"] else {}
+    return client.chat.completions.create(
+        model="m", messages=example["messages"], **tools, **kwargs
+    )
+
+
+def trained_call(example) -> dict:
+    """The tool call the model was trained to make, from its raw trained text."""
+    text = example["completion"]
+    return json.loads(text[text.index("{") : text.rindex("}") + 1])
+
+
+@pytest.mark.parametrize("name", ["tool_call", "add_tool"])
+def test_tool_call_non_stream(server, examples, name):
+    reply = ask(server.openai(), examples[name])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls
+    expected = trained_call(examples[name])
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == expected["name"]
+    assert json.loads(call.function.arguments) == expected["arguments"]
+    # usage still counts every generated token, the markup included
+    assert reply.usage.completion_tokens > 5
+
+
+def test_tool_call_stream_deltas_have_openais_shape(server, examples):
+    stream = ask(server.openai(), examples["tool_call"], stream=True)
+    deltas, finish = [], None
+    for chunk in stream:
+        choice = chunk.choices[0]
+        assert not choice.delta.content, "no tool markup may leak into the content"
+        deltas += choice.delta.tool_calls or []
+        finish = choice.finish_reason or finish
+    assert finish == "tool_calls"
+    first, *rest = deltas
+    assert first.index == 0 and first.id.startswith("call_") and first.type == "function"
+    assert first.function.name == "get_weather"
+    assert all(d.index == 0 and d.id is None and d.function.name is None for d in rest)
+    arguments = "".join(d.function.arguments or "" for d in deltas)
+    assert json.loads(arguments) == {"city": "Paris"}
+
+
+def test_sdk_stream_helper_reassembles_the_call(server, examples):
+    example = examples["add_tool"]
+    with server.openai().chat.completions.stream(
+        model="m", messages=example["messages"], tools=example["tools"]
+    ) as stream:
+        done = [e for e in stream if e.type == "tool_calls.function.arguments.done"]
+        final = stream.get_final_completion()
+    assert [(e.name, json.loads(e.arguments)) for e in done] == [("add", {"a": 2, "b": 3})]
+    [call] = final.choices[0].message.tool_calls
+    assert call.function.name == "add" and json.loads(call.function.arguments) == {"a": 2, "b": 3}
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+def test_full_round_trip_answers_the_tool_result(server, examples):
+    client = server.openai()
+    first = ask(client, examples["tool_call"])
+    [call] = first.choices[0].message.tool_calls
+    weather = examples["tool_result"]["messages"][-1]["content"]
+    reply = client.chat.completions.create(
+        model="m",
+        messages=examples["tool_call"]["messages"]
+        + [
+            first.choices[0].message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": weather},
+        ],
+        tools=examples["tool_call"]["tools"],
+    )
+    assert reply.choices[0].message.content == examples["tool_result"]["completion"]
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_tool_choice_none_offers_no_tools_and_parses_nothing(server, examples):
+    example = examples["tool_call"]
+    with_tools = ask(server.openai(), example)
+    without = ask(server.openai(), example, tool_choice="none")
+    # The template got no tools: the prompt is shorter, and no call is parsed out.
+    assert without.usage.prompt_tokens < with_tools.usage.prompt_tokens
+    assert without.choices[0].message.tool_calls is None
+    assert without.choices[0].finish_reason in ("stop", "length")
+
+
+def test_reasoning_is_split_from_the_answer(server, examples):
+    reply = ask(server.openai(), examples["think"])
+    message = reply.choices[0].message
+    assert message.reasoning_content == "2 plus 3 makes 5."
+    assert message.content == "The answer is 5."
+
+
+def test_reasoning_streams_as_reasoning_content(server, examples):
+    reasoning, content = "", ""
+    for chunk in ask(server.openai(), examples["think"], stream=True):
+        delta = chunk.choices[0].delta
+        reasoning += getattr(delta, "reasoning_content", None) or ""
+        content += delta.content or ""
+    assert (reasoning, content) == ("2 plus 3 makes 5.", "The answer is 5.")
+
+
+@pytest.mark.parametrize(
+    "mode, content",
+    [("inline", "<think>\n2 plus 3 makes 5.\n</think>\n\nThe answer is 5."), ("hide", "The answer is 5.")],
+)
+def test_reasoning_modes(make_server, examples, mode, content):
+    server = make_server(reasoning=mode)
+    for stream in (False, True):
+        reply = ask(server.openai(), examples["think"], stream=stream)
+        if stream:
+            deltas = [c.choices[0].delta for c in reply]
+            text = "".join(d.content or "" for d in deltas)
+            assert not any(getattr(d, "reasoning_content", None) for d in deltas)
+        else:
+            text = reply.choices[0].message.content
+            assert getattr(reply.choices[0].message, "reasoning_content", None) is None
+        assert text == content
+
+
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+}
+HELLO = [{"role": "user", "content": "Say hello."}]
+
+
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools.0.function.name"),
+        ({"tools": [{"type": "retrieval"}]}, "tools.0.type"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]},
+            "tools.0.function.parameters",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]},
+            "tools.0.function.parameters",
+        ),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": "sometimes"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+    ],
+)
+def test_bad_tools_are_400_naming_the_param(server, extra, param):
+    with server.http() as http:
+        r = http.post("/v1/chat/completions", json={"messages": HELLO, **extra})
+    assert_envelope(r, 400, param=param)
+
+
+def test_sdk_raises_bad_request_for_an_unknown_forced_function(server, examples):
+    with pytest.raises(openai.BadRequestError) as info:
+        ask(
+            server.openai(),
+            examples["tool_call"],
+            tool_choice={"type": "function", "function": {"name": "launch_rocket"}},
+        )
+    assert "launch_rocket" in info.value.message
