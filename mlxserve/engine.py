@@ -76,6 +76,8 @@ class GenerationRequest:
         stop: Stop strings: generation ends before the first one, which is not emitted.
         top_logprobs: ``None`` for no logprobs, else how many alternatives per token.
         timeout: Seconds the generation may run; then it ends with ``"length"``.
+        logits_processors: Extra mlx-lm logits processors for this request only
+            (a grammar constraint), run after the sampling penalties.
     """
 
     prompt: list[int]
@@ -84,6 +86,7 @@ class GenerationRequest:
     stop: tuple[str, ...] = ()
     top_logprobs: Optional[int] = None
     timeout: Optional[float] = None
+    logits_processors: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,8 @@ class _Run:
                 repetition_penalty=s.repetition_penalty,
                 presence_penalty=s.presence_penalty,
                 frequency_penalty=s.frequency_penalty,
-            ),
+            )
+            + list(req.logits_processors),
         )
 
 

@@ -8,8 +8,8 @@ through the gate as :class:`Generation` streams of deltas.
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import cached_property, partial
 from typing import AsyncIterator, Optional, Union
 
 from jinja2 import TemplateError
@@ -25,8 +25,9 @@ from mlxserve.errors import (
     ServiceUnavailableError,
 )
 from mlxserve.gate import Gate
-from mlxserve.parsing import AnswerParser, Event
-from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest
+from mlxserve.constraints import Grammars
+from mlxserve.parsing import AnswerParser, Event, initial_state
+from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest, NamedToolChoice
 
 log = logging.getLogger("mlxserve.service")
 
@@ -177,6 +178,9 @@ class Service:
         )
         top = (body.top_logprobs or 0) if body.logprobs else None
         request = self._request(body, window.prompt_tokens, max_tokens, top)
+        constraint = await asyncio.to_thread(self._constraint, body, request.prompt)
+        if constraint is not None:
+            request = replace(request, logits_processors=(constraint,))
         parser = AnswerParser(
             self.engine.tokenizer, request.prompt, tools=tools, reasoning=self.settings.reasoning
         )
@@ -206,6 +210,34 @@ class Service:
     async def admit_chat(self, plan: ChatPlan) -> Generation:
         """Admit a chat plan: its generation yields parsed events."""
         return await self.admit(plan.request, plan.parser)
+
+    @cached_property
+    def grammars(self) -> Grammars:
+        return Grammars(self.engine.tokenizer)
+
+    def _constraint(self, body: ChatCompletionRequest, prompt: list[int]):
+        """The grammar a chat answer must follow: a forced tool call or JSON, else ``None``.
+
+        A prompt that opened a think block gets it closed first, so the
+        constrained part is the answer, not the reasoning.
+        """
+        choice, fmt = body.tool_choice, body.response_format
+        if choice == "required":
+            forced = body.offered_tools()
+        elif isinstance(choice, NamedToolChoice):
+            forced = [t for t in body.offered_tools() if t["function"]["name"] == choice.function.name]
+        else:
+            forced = None
+        if forced is None and (fmt is None or fmt.type == "text"):
+            return None
+        tokenizer = self.engine.tokenizer
+        prefix = ""
+        if initial_state(tokenizer, prompt) == "reasoning":
+            prefix = tokenizer.think_end + "\n\n"
+        if forced is not None:
+            return self.grammars.tool_call(forced, param="tool_choice", prefix=prefix)
+        schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
+        return self.grammars.json(schema, param="response_format", prefix=prefix)
 
     def _request(self, body, prompt: list[int], max_tokens: int, top_logprobs) -> GenerationRequest:
         vocab = self.engine.vocab_size
