@@ -94,11 +94,21 @@ class AnswerParser:
             model writes anyway stays in the content.
         reasoning: ``split`` (reasoning separate), ``inline`` (kept in the
             content with its markers) or ``hide`` (dropped).
+        parallel: Whether several calls may be returned; ``False`` keeps the first.
     """
 
-    def __init__(self, tokenizer, prompt: list[int], *, tools=None, reasoning: ReasoningMode = "split"):
+    def __init__(
+        self,
+        tokenizer,
+        prompt: list[int],
+        *,
+        tools=None,
+        reasoning: ReasoningMode = "split",
+        parallel: bool = True,
+    ):
         self.tokenizer = tokenizer
         self.tools = tools
+        self.parallel = parallel
         self.parse_tools = tools is not None and tokenizer.tool_parser is not None
         self.reasoning = reasoning
         self.state = make_text_state_machine(tokenizer).make_state(initial_state(tokenizer, prompt))
@@ -187,6 +197,11 @@ class AnswerParser:
             end = tk.tool_call_end if complete else ""
             content.append(f"{tk.tool_call_start}{text}{end or ''}")
             return
+        if not self.parallel:
+            if self.called:
+                log.info("dropped %d tool call(s): parallel_tool_calls is false", len(parsed))
+                return
+            parsed = parsed[:1]
         calls.extend(parsed)
         self.called = True
 

@@ -182,7 +182,11 @@ class Service:
         if constraint is not None:
             request = replace(request, logits_processors=(constraint,))
         parser = AnswerParser(
-            self.engine.tokenizer, request.prompt, tools=tools, reasoning=self.settings.reasoning
+            self.engine.tokenizer,
+            request.prompt,
+            tools=tools,
+            reasoning=self.settings.reasoning,
+            parallel=body.parallel_tool_calls is not False,
         )
         return ChatPlan(request, parser)
 

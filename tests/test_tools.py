@@ -4,7 +4,11 @@ import json
 
 import openai
 import pytest
+from mlx_lm.utils import load_tokenizer
 
+from mlxserve.config import DEMO_MODEL_PATH
+from mlxserve.engine import Delta
+from mlxserve.parsing import AnswerParser
 from tests.test_errors import assert_envelope
 
 
@@ -168,3 +172,24 @@ def test_sdk_raises_bad_request_for_an_unknown_forced_function(server, examples)
             tool_choice={"type": "function", "function": {"name": "launch_rocket"}},
         )
     assert "launch_rocket" in info.value.message
+
+
+def _two_calls_parser(parallel):
+    parser = AnswerParser(load_tokenizer(DEMO_MODEL_PATH), [], tools=[], parallel=parallel)
+    text = (
+        '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
+        '<tool_call>\n{"name": "b", "arguments": {"x": 1}}\n</tool_call>'
+    )
+    return parser.feed(Delta(text, "stop", 1, 30))
+
+
+def test_several_calls_in_one_answer_are_several_entries():
+    event = _two_calls_parser(parallel=True)
+    assert [(c.name, c.arguments) for c in event.tool_calls] == [("a", "{}"), ("b", '{"x": 1}')]
+    assert event.finish_reason == "tool_calls"
+
+
+def test_parallel_tool_calls_false_keeps_the_first_call():
+    event = _two_calls_parser(parallel=False)
+    assert [c.name for c in event.tool_calls] == ["a"]
+    assert event.finish_reason == "tool_calls"
