@@ -79,18 +79,16 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
     The model loads in the background: the server answers at once, with 503
     ``model_loading`` until the engine is ready.
     """
-    owns_engine = engine is None
-    engine = engine or Engine(settings.model)
+    service = Service(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine.start()
+        service.models.start()
         yield
-        if owns_engine:
-            engine.stop()
+        service.models.stop()
 
     app = FastAPI(title="mlxserve", version=__version__, lifespan=lifespan)
-    app.state.service = Service(settings, engine)
+    app.state.service = service
     app.include_router(openai.router)
     app.include_router(web.router)
     app.add_middleware(JSONBodies)

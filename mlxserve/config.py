@@ -117,6 +117,17 @@ class Settings(BaseSettings):
         description="A thinking model's reasoning: 'split' into reasoning_content, kept 'inline' "
         "in the content with its tags, or 'hide'.",
     )
+    model_policy: Literal["loaded", "strict"] = Field(
+        "loaded",
+        description="A request naming no known model: 'loaded' answers with the loaded model, "
+        "'strict' answers 404 model_not_found.",
+    )
+    max_loaded_models: int = Field(
+        1, ge=1, description="Models kept in memory at once; the least recently used is unloaded."
+    )
+    max_models_memory: Optional[float] = Field(
+        None, gt=0, description="GiB the loaded models' weights may take together (default: no limit)."
+    )
     api_key: Optional[str] = Field(
         None,
         description="API key clients must send (Authorization: Bearer KEY, or x-api-key); "

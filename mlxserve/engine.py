@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Callable, Optional
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -130,6 +130,15 @@ class Delta:
 
 
 @dataclass
+class _Call:
+    """A function to run on the engine thread, between tokens."""
+
+    fn: "Callable[[Engine], object]"
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+@dataclass
 class _Job:
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
@@ -208,6 +217,15 @@ class Engine:
         self._jobs.put(None)
         self._thread.join(timeout)
 
+    async def call(self, fn: "Callable[[Engine], object]"):
+        """Run ``fn(engine)`` on the engine thread (between tokens) and return its result."""
+        if self.state == "stopped":
+            raise _shutting_down()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._jobs.put(_Call(fn, loop, future))
+        return await future
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Run ``request``; yields deltas, the last with a ``finish_reason``.
 
@@ -284,7 +302,10 @@ class Engine:
                     if job is None:
                         self._shut_down(runs)
                         return
-                    self._admit(job, runs)
+                    if isinstance(job, _Call):
+                        self._call(job)
+                    else:
+                        self._admit(job, runs)
             except queue.Empty:
                 pass
             for run in list(runs):
@@ -297,14 +318,26 @@ class Engine:
         for run in runs:
             self._finish(run, error=_shutting_down())
         self.active_runs = 0
+        # Let the weights go (this thread made them) so unloading frees the memory.
+        self.model = None
+        mx.clear_cache()
         # Jobs submitted after the stop request would otherwise wait forever.
         while True:
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
+            if isinstance(job, _Call):
+                job.loop.call_soon_threadsafe(_settle, job.future, None, _shutting_down())
+            elif job is not None:
                 self._emit(job, _shutting_down())
+
+    def _call(self, call: _Call) -> None:
+        try:
+            result, error = call.fn(self), None
+        except Exception as exc:
+            result, error = None, exc
+        call.loop.call_soon_threadsafe(_settle, call.future, result, error)
 
     def _admit(self, job: _Job, runs: list[_Run]) -> None:
         if job.cancelled.is_set():
@@ -392,6 +425,14 @@ class Engine:
             job.loop.call_soon_threadsafe(job.results.put_nowait, item)
         except RuntimeError:  # the event loop is gone (shutdown)
             job.cancelled.set()
+
+
+def _settle(future: asyncio.Future, result, error) -> None:
+    if not future.done():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _shutting_down() -> ServiceUnavailableError:

@@ -8,14 +8,16 @@ through the gate as :class:`Generation` streams of deltas.
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass, replace
-from functools import cached_property, partial
+from functools import partial
 from typing import AsyncIterator, Optional, Union
 
 from jinja2 import TemplateError
 
 from mlxserve import __version__
 from mlxserve.config import Settings
+from mlxserve.constraints import Grammars
 from mlxserve.context import fit_window
 from mlxserve.engine import Delta, Engine, GenerationRequest, SamplingParams
 from mlxserve.errors import (
@@ -25,13 +27,12 @@ from mlxserve.errors import (
     ServiceUnavailableError,
 )
 from mlxserve.gate import Gate
-from mlxserve.constraints import Grammars
+from mlxserve.registry import LOADING_RETRY_AFTER, ModelRegistry
 from mlxserve.parsing import AnswerParser, Event, initial_state
 from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest, NamedToolChoice
 
 log = logging.getLogger("mlxserve.service")
 
-LOADING_RETRY_AFTER = 5.0
 
 # OpenAI's defaults where neither the request nor the model's generation_config sets a value.
 OPENAI_DEFAULT_TEMPERATURE = 1.0
@@ -70,16 +71,21 @@ def resolve_sampling(
 
 
 @dataclass(frozen=True)
-class ChatPlan:
-    """A chat generation, ready to admit.
+class Plan:
+    """A generation, ready to admit.
 
     Attributes:
+        model: The id of the model that runs it (responses name it).
+        engine: That model's engine.
         request: What the engine runs.
-        parser: Splits the answer into content, reasoning and tool calls.
+        parser: For chat: splits the answer into content, reasoning and tool
+            calls (the generation then yields :class:`Event` objects).
     """
 
+    model: str
+    engine: Engine
     request: GenerationRequest
-    parser: AnswerParser
+    parser: Optional[AnswerParser] = None
 
 
 class Generation:
@@ -115,48 +121,61 @@ class Generation:
 
 
 class Service:
-    """The server's logic, shared by every protocol's routes."""
+    """The server's logic, shared by every protocol's routes.
 
-    def __init__(self, settings: Settings, engine: Engine):
+    Args:
+        settings: The server's settings.
+        engine: An engine for ``settings.model`` to use instead of creating one.
+    """
+
+    def __init__(self, settings: Settings, engine: Optional[Engine] = None):
         self.settings = settings
-        self.engine = engine
+        self.models = ModelRegistry(settings, engine)
         self.gate = Gate(settings.max_requests, settings.queue_size, settings.queue_timeout)
         self.started = time.time()
+        self._grammars: "weakref.WeakKeyDictionary[Engine, Grammars]" = weakref.WeakKeyDictionary()
 
     @property
     def model_name(self) -> str:
+        """The default model's id."""
         return self.settings.model_name
 
-    @property
-    def context_tokens(self) -> int:
+    def context_tokens(self, engine: Engine) -> int:
         """Token budget for prompt + completion."""
-        return self.settings.max_context_tokens or self.engine.context_length
+        return self.settings.max_context_tokens or engine.context_length
 
-    def check_ready(self) -> None:
-        """Raise unless the model is loaded."""
-        if self.engine.state == "loading":
+    async def model(self, name: Optional[str]) -> tuple[str, Engine]:
+        """The ready model a request's ``model`` field names.
+
+        Raises:
+            ModelLoadingError: It is loading (503 with Retry-After).
+            ServiceUnavailableError: It failed to load, or the server is stopping.
+            NotFoundError: No such model (``--model-policy strict``).
+        """
+        model_id, engine = await self.models.resolve(name)
+        if engine.state == "loading":
             raise ModelLoadingError(
-                f"The model {self.model_name} is still loading. Try again shortly.",
+                f"The model {model_id} is still loading. Try again shortly.",
                 retry_after=LOADING_RETRY_AFTER,
             )
-        if self.engine.state == "stopped":
+        if engine.state == "stopped":
             raise ServiceUnavailableError("The server is shutting down.", code="shutting_down")
-        if self.engine.state == "failed":
+        if engine.state == "failed":
             raise ServiceUnavailableError(
-                f"The model {self.model_name} failed to load: {self.engine.error}",
-                code="model_load_failed",
+                f"The model {model_id} failed to load: {engine.error}", code="model_load_failed"
             )
+        return model_id, engine
 
     def max_tokens(self, requested: Optional[int]) -> int:
         """The request's max_tokens, or the default, clamped to the server's cap."""
         return min(requested or self.settings.default_max_tokens, self.settings.max_tokens)
 
-    async def plan_chat(self, body: ChatCompletionRequest) -> ChatPlan:
+    async def plan_chat(self, body: ChatCompletionRequest) -> Plan:
         """The generation for a chat request: windowed messages through the chat template.
 
         Tools (unless ``tool_choice`` is ``"none"``) go to the template and the parser.
         """
-        self.check_ready()
+        model_id, engine = await self.model(body.model)
         max_tokens = self.max_tokens(body.requested_max_tokens())
         messages = [m.to_template() for m in body.messages]
         tools = body.offered_tools()
@@ -164,9 +183,9 @@ class Service:
         window = await asyncio.to_thread(
             fit_window,
             messages,
-            render=partial(self._render, tools=tools),
+            render=partial(_render, engine.tokenizer, tools=tools),
             max_messages=self.settings.max_context,
-            context_tokens=self.context_tokens,
+            context_tokens=self.context_tokens(engine),
             completion_tokens=max_tokens,
         )
         log.info(
@@ -177,49 +196,54 @@ class Service:
             len(window.prompt_tokens),
         )
         top = (body.top_logprobs or 0) if body.logprobs else None
-        request = self._request(body, window.prompt_tokens, max_tokens, top)
-        constraint = await asyncio.to_thread(self._constraint, body, request.prompt)
+        request = self._request(engine, body, window.prompt_tokens, max_tokens, top)
+        constraint = await asyncio.to_thread(self._constraint, engine, body, request.prompt)
         if constraint is not None:
             request = replace(request, logits_processors=(constraint,))
         parser = AnswerParser(
-            self.engine.tokenizer,
+            engine.tokenizer,
             request.prompt,
             tools=tools,
             reasoning=self.settings.reasoning,
             parallel=body.parallel_tool_calls is not False,
         )
-        return ChatPlan(request, parser)
+        return Plan(model_id, engine, request, parser)
 
-    async def plan_completion(self, body: CompletionRequest) -> GenerationRequest:
+    async def plan_completion(self, body: CompletionRequest) -> Plan:
         """The generation for a raw-prompt completion (no chat template)."""
-        self.check_ready()
+        model_id, engine = await self.model(body.model)
         max_tokens = self.max_tokens(body.requested_max_tokens())
-        prompt = await asyncio.to_thread(self._encode_prompt, body.prompt)
-        if len(prompt) + max_tokens > self.context_tokens:
-            raise ContextLengthExceededError(
-                self.context_tokens, len(prompt), max_tokens, what="prompt"
-            )
-        return self._request(body, prompt, max_tokens, body.logprobs)
+        prompt = await asyncio.to_thread(_encode_prompt, engine, body.prompt)
+        budget = self.context_tokens(engine)
+        if len(prompt) + max_tokens > budget:
+            raise ContextLengthExceededError(budget, len(prompt), max_tokens, what="prompt")
+        return Plan(model_id, engine, self._request(engine, body, prompt, max_tokens, body.logprobs))
 
-    async def admit(
-        self, request: GenerationRequest, parser: Optional[AnswerParser] = None
-    ) -> Generation:
-        """Wait for a gate slot (FIFO, bounded) and start ``request`` on the engine.
+    async def admit(self, plan: Plan) -> Generation:
+        """Wait for a gate slot (FIFO, bounded) and start the plan on its engine.
 
-        With a ``parser`` the generation yields parsed :class:`Event` objects.
+        The model stays resident from here until the generation is closed.
         """
-        await self.gate.acquire()
-        return Generation(self.engine.generate(request), self.gate.release, parser)
+        self.models.began(plan.model)
+        try:
+            await self.gate.acquire()
+        except BaseException:
+            self.models.ended(plan.model)
+            raise
 
-    async def admit_chat(self, plan: ChatPlan) -> Generation:
-        """Admit a chat plan: its generation yields parsed events."""
-        return await self.admit(plan.request, plan.parser)
+        def release():
+            self.gate.release()
+            self.models.ended(plan.model)
 
-    @cached_property
-    def grammars(self) -> Grammars:
-        return Grammars(self.engine.tokenizer)
+        return Generation(plan.engine.generate(plan.request), release, plan.parser)
 
-    def _constraint(self, body: ChatCompletionRequest, prompt: list[int]):
+    def grammars(self, engine: Engine) -> Grammars:
+        grammars = self._grammars.get(engine)
+        if grammars is None:
+            grammars = self._grammars[engine] = Grammars(engine.tokenizer)
+        return grammars
+
+    def _constraint(self, engine: Engine, body: ChatCompletionRequest, prompt: list[int]):
         """The grammar a chat answer must follow: a forced tool call or JSON, else ``None``.
 
         A prompt that opened a think block gets it closed first, so the
@@ -234,17 +258,20 @@ class Service:
             forced = None
         if forced is None and (fmt is None or fmt.type == "text"):
             return None
-        tokenizer = self.engine.tokenizer
+        tokenizer = engine.tokenizer
         prefix = ""
         if initial_state(tokenizer, prompt) == "reasoning":
             prefix = tokenizer.think_end + "\n\n"
+        grammars = self.grammars(engine)
         if forced is not None:
-            return self.grammars.tool_call(forced, param="tool_choice", prefix=prefix)
+            return grammars.tool_call(forced, param="tool_choice", prefix=prefix)
         schema = fmt.json_schema.schema_ if fmt.type == "json_schema" else None
-        return self.grammars.json(schema, param="response_format", prefix=prefix)
+        return grammars.json(schema, param="response_format", prefix=prefix)
 
-    def _request(self, body, prompt: list[int], max_tokens: int, top_logprobs) -> GenerationRequest:
-        vocab = self.engine.vocab_size
+    def _request(
+        self, engine: Engine, body, prompt: list[int], max_tokens: int, top_logprobs
+    ) -> GenerationRequest:
+        vocab = engine.vocab_size
         if body.logit_bias and any(int(k) >= vocab for k in body.logit_bias):
             raise InvalidRequestError(
                 f"logit_bias keys must be token ids below the vocabulary size {vocab}.",
@@ -253,39 +280,27 @@ class Service:
         return GenerationRequest(
             prompt=prompt,
             max_tokens=max_tokens,
-            sampling=resolve_sampling(body, self.engine.generation_config),
+            sampling=resolve_sampling(body, engine.generation_config),
             stop=body.stop_list(),
             top_logprobs=top_logprobs,
             timeout=self.settings.timeout,
         )
 
-    def _render(self, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
-        try:
-            return self.engine.tokenizer.apply_chat_template(
-                messages, tools=tools, add_generation_prompt=True
-            )
-        except TemplateError as exc:
-            raise InvalidRequestError(
-                f"The model's chat template rejected these messages: {exc}", param="messages"
-            ) from None
-
-    def _encode_prompt(self, prompt) -> list[int]:
-        tokenizer = self.engine.tokenizer
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
-            vocab = self.engine.vocab_size
-            if any(not 0 <= t < vocab for t in prompt):
-                raise InvalidRequestError(
-                    f"prompt token ids must be in [0, {vocab}).", param="prompt"
-                )
-            return list(prompt)
-        text = prompt[0] if isinstance(prompt, list) else prompt
-        bos = tokenizer.bos_token
-        return tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))
-
     def health(self) -> dict:
+        states = {model_id: e.state for model_id, e in self.models.engines.items()}
+        if not states or "ready" in states.values():
+            status = "ok"
+        elif "loading" in states.values():
+            status = "loading"
+        else:
+            status = next(iter(states.values()))
         return {
-            "status": {"ready": "ok"}.get(self.engine.state, self.engine.state),
+            "status": status,
             "model": self.model_name,
+            "models": [
+                {"id": model_id, "status": {"ready": "ok"}.get(state, state)}
+                for model_id, state in states.items()
+            ],
             "uptime_seconds": round(time.time() - self.started, 3),
             "active_requests": self.gate.active,
             "queued_requests": self.gate.queued,
@@ -294,3 +309,24 @@ class Service:
             "max_requests": self.settings.max_requests,
             "version": __version__,
         }
+
+
+def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
+    try:
+        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)
+    except TemplateError as exc:
+        raise InvalidRequestError(
+            f"The model's chat template rejected these messages: {exc}", param="messages"
+        ) from None
+
+
+def _encode_prompt(engine: Engine, prompt) -> list[int]:
+    tokenizer = engine.tokenizer
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        vocab = engine.vocab_size
+        if any(not 0 <= t < vocab for t in prompt):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab}).", param="prompt")
+        return list(prompt)
+    text = prompt[0] if isinstance(prompt, list) else prompt
+    bos = tokenizer.bos_token
+    return tokenizer.encode(text, add_special_tokens=bos is None or not text.startswith(bos))

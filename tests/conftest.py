@@ -88,8 +88,9 @@ class LiveServer:
         t0 = time.monotonic()
         while True:
             health = httpx.get(self.url + "/healthz").json()
-            engine = self.service.engine
-            if health["active_requests"] == 0 and health["queued_requests"] == 0 and engine.active_runs == 0:
+            engines = self.service.models.engines.values()
+            running = sum(e.active_runs for e in engines)
+            if health["active_requests"] == 0 and health["queued_requests"] == 0 and running == 0:
                 return time.monotonic() - t0
             assert time.monotonic() - t0 < timeout, f"not idle after {timeout}s: {health}"
             time.sleep(0.01)

@@ -1,5 +1,6 @@
 """OpenAI routes: thin wrappers over the service and the OpenAI formatting."""
 
+import asyncio
 from functools import partial
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,8 @@ from mlxserve.schemas.openai import (
     CompletionRequest,
     Health,
     Model,
+    ModelDeleted,
+    ModelDetails,
     ModelList,
 )
 
@@ -54,15 +57,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, svc: S
     return await _respond(
         request,
         svc,
-        svc.admit_chat(plan),
+        svc.admit(plan),
         stream=bool(body.stream),
         to_stream=partial(
             openai_format.chat_stream,
-            model=svc.model_name,
+            model=plan.model,
             include_usage=_include_usage(body),
             logprobs=logprobs,
         ),
-        to_fold=partial(openai_format.chat_fold, model=svc.model_name, logprobs=logprobs),
+        to_fold=partial(openai_format.chat_fold, model=plan.model, logprobs=logprobs),
     )
 
 
@@ -70,9 +73,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, svc: S
 async def completions(body: CompletionRequest, request: Request, svc: ServiceDep):
     plan = await svc.plan_completion(body)
     shared = dict(
-        model=svc.model_name,
+        model=plan.model,
         logprobs=body.logprobs is not None,
-        echo=svc.engine.tokenizer.decode(plan.prompt) if body.echo else None,
+        echo=plan.engine.tokenizer.decode(plan.request.prompt) if body.echo else None,
     )
     return await _respond(
         request,
@@ -86,24 +89,44 @@ async def completions(body: CompletionRequest, request: Request, svc: ServiceDep
     )
 
 
-def _model(svc) -> Model:
-    return Model(id=svc.model_name, created=int(svc.started))
+def _wire_model(info, loaded: bool, created: int) -> Model:
+    details = ModelDetails(
+        loaded=loaded,
+        source=info.source,
+        size_bytes=info.size_bytes or None,
+        quantization=info.quantization,
+        context_length=info.context_length,
+        architecture=info.architecture,
+        path=str(info.path) if info.path else None,
+    )
+    return Model(id=info.id, created=created, mlxserve=details)
+
+
+async def _models(svc) -> list[Model]:
+    listing = await asyncio.to_thread(svc.models.listing)
+    return [_wire_model(info, loaded, int(svc.started)) for info, loaded in listing]
 
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(svc: ServiceDep):
-    return ModelList(data=[_model(svc)])
+    return ModelList(data=await _models(svc))
 
 
 @router.get("/v1/models/{model_id:path}", response_model=Model)
 async def get_model(model_id: str, svc: ServiceDep):
-    if model_id != svc.model_name:
-        raise NotFoundError(
-            f"The model '{model_id}' does not exist. This server serves '{svc.model_name}'.",
-            param="model",
-            code="model_not_found",
-        )
-    return _model(svc)
+    for model in await _models(svc):
+        if model.id == model_id:
+            return model
+    raise NotFoundError(
+        f"The model '{model_id}' does not exist.", param="model", code="model_not_found"
+    )
+
+
+@router.delete("/v1/models/{model_id:path}", response_model=ModelDeleted)
+async def unload_model(model_id: str, svc: ServiceDep):
+    """Unload a resident model once its generations end, freeing its memory."""
+    await svc.models.unload_when_idle(model_id, svc.settings.drain_timeout)
+    return ModelDeleted(id=model_id)
 
 
 @router.get("/healthz", response_model=Health)

@@ -451,11 +451,31 @@ class Completion(BaseModel):
     usage: Optional[Usage] = None
 
 
+class ModelDetails(BaseModel):
+    """mlxserve's extension to the model object."""
+
+    loaded: bool
+    source: str
+    """``loaded``, ``alias``, ``hf-cache`` or ``local``."""
+    size_bytes: Optional[int] = None
+    quantization: Optional[str] = None
+    context_length: Optional[int] = None
+    architecture: Optional[str] = None
+    path: Optional[str] = None
+
+
 class Model(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "mlxserve"
+    mlxserve: Optional[ModelDetails] = None
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
 
 
 class ModelList(BaseModel):
@@ -463,9 +483,15 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
+class ModelStatus(BaseModel):
+    id: str
+    status: Literal["ok", "loading", "failed", "stopped"]
+
+
 class Health(BaseModel):
     status: Literal["ok", "loading", "failed", "stopped"]
     model: str
+    models: list[ModelStatus]
     uptime_seconds: float
     active_requests: int
     queued_requests: int

@@ -1,0 +1,208 @@
+"""Several models: discovery (aliases, Hugging Face cache), resolution, switching, unloading."""
+
+import json
+import shutil
+import threading
+import time
+
+import httpx
+import huggingface_hub.constants
+import mlx.core as mx
+import openai
+import pytest
+from mlx.utils import tree_flatten
+from mlx_lm.models import llama
+
+from mlxserve.config import DEMO_MODEL_PATH
+from mlxserve.models import find_model, read_aliases
+from tests.test_errors import assert_envelope
+
+HELLO = [{"role": "user", "content": "Say hello."}]
+STORY = [{"role": "user", "content": "Tell me a long story."}]
+
+LLAMA = {
+    "model_type": "llama",
+    "hidden_size": 96,
+    "num_hidden_layers": 2,
+    "intermediate_size": 192,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": False,
+}
+
+
+def make_llama(out, vocab_size):
+    """A second, different model: a random-weight Llama with the test model's tokenizer."""
+    out.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(DEMO_MODEL_PATH / name, out / name)
+    config = {**LLAMA, "vocab_size": vocab_size}
+    (out / "config.json").write_text(json.dumps(config))
+    mx.random.seed(3)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    return out
+
+
+@pytest.fixture(scope="module")
+def vocab_size():
+    return json.loads((DEMO_MODEL_PATH / "config.json").read_text())["vocab_size"]
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch, vocab_size):
+    """A Hugging Face cache holding one MLX model (the Llama) and one non-MLX repo."""
+    cache = tmp_path / "hub"
+    repo = cache / "models--test-org--tiny-llama"
+    make_llama(repo / "snapshots" / "abc123", vocab_size)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    other = cache / "models--test-org--not-mlx" / "snapshots" / "def456"
+    other.mkdir(parents=True)
+    (other / "pytorch_model.bin").write_bytes(b"\0" * 10)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def aliases(tmp_path, monkeypatch, hf_cache):
+    """models.yaml with an alias for the cached Llama and one for the test model's folder."""
+    config = tmp_path / "config"
+    (config / "mlxserve").mkdir(parents=True)
+    (config / "mlxserve" / "models.yaml").write_text(
+        f"llama: test-org/tiny-llama\ndemo-copy: {DEMO_MODEL_PATH}\n"
+    )
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    return config
+
+
+def wait_until_served(server, model, timeout=60):
+    """Poll like a client honouring Retry-After, until ``model`` answers."""
+    client = server.openai()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.chat.completions.create(model=model, messages=HELLO, max_tokens=3)
+        except openai.InternalServerError as exc:
+            assert exc.status_code == 503 and exc.code == "model_loading", exc
+            assert time.monotonic() < deadline, "model never became ready"
+            time.sleep(0.1)
+
+
+def test_aliases_file_and_cache_discovery(aliases):
+    assert read_aliases() == {"llama": "test-org/tiny-llama", "demo-copy": str(DEMO_MODEL_PATH)}
+    assert find_model("llama").architecture == "llama"
+    cached = find_model("test-org/tiny-llama")
+    assert cached.source == "hf-cache" and cached.size_bytes > 0
+    assert find_model("test-org/not-mlx") is None
+    assert find_model("nothing-here") is None
+
+
+def test_models_list_shows_loaded_and_available_with_details(server, aliases):
+    data = server.openai().models.list().data
+    by_id = {m.id: m.model_extra["mlxserve"] for m in data}
+    assert by_id["test-model"]["loaded"] is True
+    assert by_id["test-model"]["architecture"] == "qwen3"
+    assert by_id["test-model"]["context_length"] == 2048
+    assert by_id["llama"] == {
+        **by_id["llama"],
+        "loaded": False,
+        "source": "alias",
+        "architecture": "llama",
+        "context_length": 1024,
+    }
+    assert by_id["test-org/tiny-llama"]["source"] == "hf-cache"
+    assert by_id["test-org/tiny-llama"]["size_bytes"] > 100_000
+    assert "test-org/not-mlx" not in by_id
+    assert server.openai().models.retrieve("llama").id == "llama"
+
+
+def test_strict_policy_answers_404_listing_the_names(make_server, aliases):
+    server = make_server(model_policy="strict")
+    with server.http() as http:
+        r = http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO})
+    err = assert_envelope(r, 404, code="model_not_found", param="model")
+    for name in ("test-model", "llama", "test-org/tiny-llama"):
+        assert name in err["message"]
+
+
+def test_lenient_policy_answers_any_name_with_the_loaded_model(server, examples, aliases):
+    reply = server.openai().chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert reply.model == "test-model"
+    assert reply.choices[0].message.content == examples["short"]["completion"]
+
+
+def test_switching_loads_the_other_model_and_unloads_the_idle_one(server, examples, aliases):
+    with server.http() as http:
+        r = http.post("/v1/chat/completions", json={"model": "llama", "messages": HELLO})
+    err = assert_envelope(r, 503, code="model_loading")
+    assert int(r.headers["retry-after"]) >= 1
+    reply = wait_until_served(server, "llama")
+    assert reply.model == "llama"
+    # One resident model by default: the test model made room.
+    assert list(server.service.models.engines) == ["llama"]
+    health = httpx.get(server.url + "/healthz").json()
+    assert health["models"] == [{"id": "llama", "status": "ok"}]
+    # And back: the test model reloads by its name and answers as trained.
+    back = wait_until_served(server, "test-model")
+    reply = server.openai().chat.completions.create(model="test-model", messages=HELLO)
+    assert back.model == "test-model"
+    assert reply.choices[0].message.content == examples["short"]["completion"]
+
+
+def test_switch_waits_for_the_running_generation(server, examples, aliases):
+    """A request for another model never cuts the resident model's generation short."""
+    story = {}
+
+    def read_story():
+        stream = server.openai().chat.completions.create(model="test-model", messages=STORY, stream=True)
+        chunks = list(stream)
+        story["text"] = "".join(c.choices[0].delta.content or "" for c in chunks)
+        story["finish"] = chunks[-1].choices[0].finish_reason
+
+    reader = threading.Thread(target=read_story)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while not server.service.models.active["test-model"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with server.http() as http:
+        r = http.post("/v1/chat/completions", json={"model": "llama", "messages": HELLO})
+        assert_envelope(r, 503, code="model_loading")
+        # The resident model keeps serving others meanwhile (they wait at the gate, then run).
+        assert "test-model" in server.service.models.engines
+    reader.join(60)
+    assert story["finish"] == "stop"
+    assert story["text"] == examples["long"]["completion"]
+    assert wait_until_served(server, "llama").model == "llama"
+
+
+def test_two_resident_models_with_max_loaded_models(make_server, examples, aliases):
+    server = make_server(max_loaded_models=2)
+    wait_until_served(server, "llama")
+    assert set(server.service.models.engines) == {"test-model", "llama"}
+    reply = server.openai().chat.completions.create(model="test-model", messages=HELLO)
+    assert reply.choices[0].message.content == examples["short"]["completion"]
+
+
+def test_memory_budget_evicts_even_below_the_count(make_server, aliases):
+    server = make_server(max_loaded_models=2, max_models_memory=0.0001)  # ~100 KB
+    wait_until_served(server, "llama")
+    assert list(server.service.models.engines) == ["llama"]
+
+
+def test_delete_unloads_and_frees_memory(make_server, aliases):
+    server = make_server(max_loaded_models=2)
+    wait_until_served(server, "llama")
+    engine = server.service.models.engines["llama"]
+    weights = sum(v.nbytes for _, v in tree_flatten(engine.model.parameters()))
+    before = mx.get_active_memory()
+    with server.http() as http:
+        r = http.delete("/v1/models/llama")
+        assert r.status_code == 200 and r.json() == {"id": "llama", "object": "model", "deleted": True}
+        assert_envelope(http.delete("/v1/models/llama"), 404, code="model_not_found")
+    assert "llama" not in server.service.models.engines
+    assert engine.model is None and engine.state == "stopped"
+    assert before - mx.get_active_memory() >= 0.9 * weights
