@@ -121,7 +121,7 @@ class AnswerParser:
         self.trim_start = True
         self.held_newlines = ""
         if self.current == "reasoning" and reasoning == "inline":
-            self._pending_inline = tokenizer.think_start
+            self._pending_inline = tokenizer.think_start or ""
         else:
             self._pending_inline = ""
 
@@ -160,7 +160,7 @@ class AnswerParser:
             if self.current == "tool":  # a format with no end marker, or a cut-off call
                 self._close_tool(content, calls, complete=finish == "stop")
             if self.current == "reasoning" and self.reasoning == "inline" and finish == "stop":
-                content.append(self.tokenizer.think_end)
+                content.append(self.tokenizer.think_end or "")
             if self.called and finish == "stop":
                 finish = "tool_calls"
         return Event(delta, "".join(content), "".join(reasoning), tuple(calls), finish)
@@ -182,9 +182,9 @@ class AnswerParser:
         self.held_newlines = ""
         if self.reasoning == "inline":
             if new == "reasoning":
-                content.append(self.tokenizer.think_start)
+                content.append(self.tokenizer.think_start or "")
             elif old == "reasoning":
-                content.append(self.tokenizer.think_end)
+                content.append(self.tokenizer.think_end or "")
         if old == "tool":
             self._close_tool(content, calls, complete=True)
 

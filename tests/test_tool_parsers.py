@@ -527,6 +527,23 @@ def test_without_tools_the_markup_stays_content(family, split):
     assert event.finish_reason == "stop"
 
 
+@pytest.mark.parametrize("family", THINKING, ids=[f.id for f in THINKING])
+def test_reasoning_modes_keep_the_call(family):
+    reasoning = family.reason("The user wants the weather in Paris.")
+    answer = reasoning + family.header + family.weather
+    for mode in ("inline", "hide"):
+        parser = AnswerParser(family.tokenizer, [], tools=TOOLS, reasoning=mode)
+        event = parser.feed(Delta(answer, "stop", 10, 1))
+        assert calls_of(event) == [WEATHER]
+        assert event.reasoning == ""
+        if mode == "hide":
+            assert event.content == ""
+        elif family.tokenizer.has_thinking:
+            assert event.content == reasoning
+        else:
+            assert event.content.strip() == "The user wants the weather in Paris."
+
+
 @pytest.mark.parametrize("family", THINK_TAGGED, ids=[f.id for f in THINK_TAGGED])
 def test_a_call_from_inside_the_reasoning(family):
     answer = family.tokenizer.think_start + "I need the weather." + family.weather
