@@ -121,7 +121,7 @@ class AnswerParser:
         self.trim_start = True
         self.held_newlines = ""
         if self.current == "reasoning" and reasoning == "inline":
-            self._pending_inline = tokenizer.think_start
+            self._pending_inline = tokenizer.think_start or ""
         else:
             self._pending_inline = ""
 
@@ -160,7 +160,7 @@ class AnswerParser:
             if self.current == "tool":  # a format with no end marker, or a cut-off call
                 self._close_tool(content, calls, complete=finish == "stop")
             if self.current == "reasoning" and self.reasoning == "inline" and finish == "stop":
-                content.append(self.tokenizer.think_end)
+                content.append(self.tokenizer.think_end or "")
             if self.called and finish == "stop":
                 finish = "tool_calls"
         return Event(delta, "".join(content), "".join(reasoning), tuple(calls), finish)
@@ -182,9 +182,9 @@ class AnswerParser:
         self.held_newlines = ""
         if self.reasoning == "inline":
             if new == "reasoning":
-                content.append(self.tokenizer.think_start)
+                content.append(self.tokenizer.think_start or "")
             elif old == "reasoning":
-                content.append(self.tokenizer.think_end)
+                content.append(self.tokenizer.think_end or "")
         if old == "tool":
             self._close_tool(content, calls, complete=True)
 
@@ -213,13 +213,31 @@ class AnswerParser:
             log.warning("the model's tool call did not parse (%s): %r", exc, text[:200])
             return None
         items = parsed if isinstance(parsed, list) else [parsed]
+        # Some parsers fall back to a guess rather than raise: a name that is not
+        # a tool offered, or arguments that are not an object, is not a call.
+        offered = {tool.get("function", {}).get("name") for tool in self.tools}
         calls = []
         for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                log.warning("the model's tool call has no function name: %r", text[:200])
+            if not isinstance(item, dict) or item.get("name") not in offered:
+                log.warning("the model's tool call names no tool offered: %r", text[:200])
                 return None
-            arguments = item.get("arguments", {})
-            if not isinstance(arguments, str):
-                arguments = json.dumps(arguments, ensure_ascii=False)
-            calls.append(ToolCall(item.get("id") or new_call_id(), item["name"], arguments or "{}"))
+            arguments = _arguments_text(item.get("arguments"))
+            if arguments is None:
+                log.warning("the model's tool call arguments are not an object: %r", text[:200])
+                return None
+            calls.append(ToolCall(item.get("id") or new_call_id(), item["name"], arguments))
         return calls
+
+
+def _arguments_text(arguments) -> Optional[str]:
+    """A parsed call's arguments as JSON object text, or ``None`` when not an object."""
+    if arguments is None or arguments == "":
+        return "{}"
+    if isinstance(arguments, str):  # some parsers keep the model's text when it is not JSON
+        try:
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(arguments, dict):
+        return None
+    return json.dumps(arguments, ensure_ascii=False)

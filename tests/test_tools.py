@@ -175,7 +175,8 @@ def test_sdk_raises_bad_request_for_an_unknown_forced_function(server, examples)
 
 
 def _two_calls_parser(parallel):
-    parser = AnswerParser(load_tokenizer(DEMO_MODEL_PATH), [], tools=[], parallel=parallel)
+    tools = [{"type": "function", "function": {"name": name}} for name in "ab"]
+    parser = AnswerParser(load_tokenizer(DEMO_MODEL_PATH), [], tools=tools, parallel=parallel)
     text = (
         '<tool_call>\n{"name": "a", "arguments": {}}\n</tool_call>\n'
         '<tool_call>\n{"name": "b", "arguments": {"x": 1}}\n</tool_call>'
@@ -193,3 +194,30 @@ def test_parallel_tool_calls_false_keeps_the_first_call():
     event = _two_calls_parser(parallel=False)
     assert [c.name for c in event.tool_calls] == ["a"]
     assert event.finish_reason == "tool_calls"
+
+
+def _parse_one_call(call: dict):
+    tools = [{"type": "function", "function": {"name": "a"}}]
+    parser = AnswerParser(load_tokenizer(DEMO_MODEL_PATH), [], tools=tools)
+    text = f"<tool_call>\n{json.dumps(call)}\n</tool_call>"
+    return text, parser.feed(Delta(text, "stop", 1, 30))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"name": "launch_rocket", "arguments": {}},  # no such tool offered
+        {"name": "a", "arguments": "{'x': 1"},  # text that is no JSON
+        {"name": "a", "arguments": [1, 2]},  # JSON that is no object
+    ],
+)
+def test_a_call_to_no_offered_tool_or_without_an_arguments_object_is_content(call):
+    text, event = _parse_one_call(call)
+    assert event.tool_calls == () and event.content == text
+    assert event.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("arguments, expected", [('{"x": 1}', '{"x": 1}'), (None, "{}")])
+def test_arguments_as_json_text_or_null_are_an_object(arguments, expected):
+    _, event = _parse_one_call({"name": "a", "arguments": arguments})
+    assert [(c.name, c.arguments) for c in event.tool_calls] == [("a", expected)]
