@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from pydantic import ValidationError
 
-from mlxserve import __version__
+from mlxserve import __version__, model_cli
 from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, ConfigFileError, Settings
 from mlxserve.service_mgr import commands as service_commands
 
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service", help="Run the server as a launchd agent (macOS) or systemd user service (Linux)."
     )
     service_commands.add_service_commands(service, add_settings_flags)
+    model_cli.add_model_commands(commands)
     return parser
 
 
@@ -109,6 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "service":
         return service_commands.run(args)
+    if args.command in ("pull", "ls", "rm", "run"):
+        return model_cli.run_command(args)
     try:
         settings = load_settings(args)
     except (ValidationError, ConfigFileError) as exc:

@@ -13,9 +13,10 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import AsyncIterator, Optional, Union
 
+import numpy as np
 from jinja2 import TemplateError
 
-from mlxserve import __version__
+from mlxserve import __version__, embeddings
 from mlxserve.config import Settings
 from mlxserve.constraints import Grammars
 from mlxserve.context import fit_window
@@ -29,7 +30,12 @@ from mlxserve.errors import (
 from mlxserve.gate import Gate
 from mlxserve.registry import LOADING_RETRY_AFTER, ModelRegistry
 from mlxserve.parsing import AnswerParser, Event, initial_state
-from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest, NamedToolChoice
+from mlxserve.schemas.openai import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    NamedToolChoice,
+)
 
 log = logging.getLogger("mlxserve.service")
 
@@ -237,6 +243,24 @@ class Service:
 
         return Generation(plan.engine.generate(plan.request), release, plan.parser)
 
+    async def embed(self, body: EmbeddingRequest) -> tuple[str, np.ndarray, int]:
+        """Embeddings for every input: the model id, unit vectors (one row each), token count.
+
+        Holds a gate slot while the engine thread computes them.
+        """
+        model_id, engine = await self.model(body.model)
+        inputs = await asyncio.to_thread(_embedding_tokens, engine, body.items(), self.context_tokens(engine))
+        self.models.began(model_id)
+        try:
+            await self.gate.acquire()
+            try:
+                vectors = await engine.call(lambda e: embeddings.embed(e.model, inputs, body.dimensions))
+            finally:
+                self.gate.release()
+        finally:
+            self.models.ended(model_id)
+        return model_id, vectors, sum(len(t) for t in inputs)
+
     def grammars(self, engine: Engine) -> Grammars:
         grammars = self._grammars.get(engine)
         if grammars is None:
@@ -318,6 +342,21 @@ def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None)
         raise InvalidRequestError(
             f"The model's chat template rejected these messages: {exc}", param="messages"
         ) from None
+
+
+def _embedding_tokens(engine: Engine, items: list, limit: int) -> list[list[int]]:
+    vocab = engine.vocab_size
+    out = []
+    for i, item in enumerate(items):
+        tokens = list(item) if isinstance(item, list) else engine.tokenizer.encode(item, add_special_tokens=False)
+        if any(not 0 <= t < vocab for t in tokens):
+            raise InvalidRequestError(f"input token ids must be in [0, {vocab}).", param="input")
+        if len(tokens) > limit:
+            raise InvalidRequestError(
+                f"Input {i} has {len(tokens)} tokens; this model takes at most {limit}.", param="input"
+            )
+        out.append(tokens)
+    return out
 
 
 def _encode_prompt(engine: Engine, prompt) -> list[int]:

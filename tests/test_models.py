@@ -1,5 +1,6 @@
 """Several models: discovery (aliases, Hugging Face cache), resolution, switching, unloading."""
 
+import io
 import json
 import shutil
 import threading
@@ -13,8 +14,10 @@ import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
 
+from mlxserve.cli import main
 from mlxserve.config import DEMO_MODEL_PATH
 from mlxserve.models import find_model, read_aliases
+from tests.conftest import free_port
 from tests.test_errors import assert_envelope
 
 HELLO = [{"role": "user", "content": "Say hello."}]
@@ -62,6 +65,9 @@ def hf_cache(tmp_path, monkeypatch, vocab_size):
     other = cache / "models--test-org--not-mlx" / "snapshots" / "def456"
     other.mkdir(parents=True)
     (other / "pytorch_model.bin").write_bytes(b"\0" * 10)
+    (other / "config.json").write_text("{}")
+    (other.parent.parent / "refs").mkdir()
+    (other.parent.parent / "refs" / "main").write_text("def456")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     return cache
 
@@ -206,3 +212,48 @@ def test_delete_unloads_and_frees_memory(make_server, aliases):
     assert "llama" not in server.service.models.engines
     assert engine.model is None and engine.state == "stopped"
     assert before - mx.get_active_memory() >= 0.9 * weights
+
+
+# ---- the command line: pull, ls, rm, run ----------------------------------------
+
+
+def test_ls_lists_aliases_and_cached_models(aliases, capsys):
+    assert main(["ls"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["NAME", "SIZE", "QUANT", "ARCH", "CONTEXT", "LAST", "USED"]
+    rows = {line.split()[0]: line for line in out[1:]}
+    assert set(rows) == {"llama", "demo-copy", "test-org/tiny-llama"}
+    assert "llama" in rows["test-org/tiny-llama"] and "1024" in rows["test-org/tiny-llama"]
+    assert "qwen3" in rows["demo-copy"]
+
+
+def test_pull_offline_uses_the_cache_and_checks_it_is_mlx(hf_cache, monkeypatch, capsys):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["pull", "test-org/tiny-llama"]) == 0
+    assert "test-org/tiny-llama: ready at" in capsys.readouterr().out
+    assert main(["pull", "test-org/not-mlx"]) == 1
+    assert "not an MLX model" in capsys.readouterr().err
+    assert main(["pull", "test-org/absent"]) == 1
+    assert "cannot download test-org/absent" in capsys.readouterr().err
+
+
+def test_rm_deletes_from_the_cache(hf_cache, capsys):
+    assert main(["rm", "test-org/tiny-llama"]) == 0
+    assert "deleted test-org/tiny-llama" in capsys.readouterr().out
+    assert not (hf_cache / "models--test-org--tiny-llama").exists()
+    assert main(["rm", "test-org/tiny-llama"]) == 1
+    assert "not in the Hugging Face cache" in capsys.readouterr().err
+
+
+def test_run_chats_through_a_running_server(server, examples, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Say hello.\n/bye\n"))
+    assert main(["run", "test-model", "--url", server.url]) == 0
+    assert examples["short"]["completion"] in capsys.readouterr().out
+
+
+def test_run_loads_the_model_in_process_without_a_server(examples, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("Say hello.\n"))
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["run", str(DEMO_MODEL_PATH), "--url", url]) == 0
+    out = capsys.readouterr().out
+    assert "loading" in out and examples["short"]["completion"] in out

@@ -6,7 +6,7 @@ from functools import partial
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from mlxserve import openai_format
+from mlxserve import embeddings, openai_format
 from mlxserve.errors import NotFoundError
 from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
 from mlxserve.routes.deps import ServiceDep
@@ -15,6 +15,10 @@ from mlxserve.schemas.openai import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    CreateEmbeddingResponse,
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingUsage,
     Health,
     Model,
     ModelDeleted,
@@ -86,6 +90,19 @@ async def completions(body: CompletionRequest, request: Request, svc: ServiceDep
             openai_format.completion_stream, include_usage=_include_usage(body), **shared
         ),
         to_fold=partial(openai_format.completion_fold, **shared),
+    )
+
+
+@router.post("/v1/embeddings", response_model=CreateEmbeddingResponse)
+async def create_embeddings(body: EmbeddingRequest, svc: ServiceDep):
+    model, vectors, tokens = await svc.embed(body)
+    return CreateEmbeddingResponse(
+        data=[
+            Embedding(index=i, embedding=embeddings.encode(v, body.encoding_format))
+            for i, v in enumerate(vectors)
+        ],
+        model=model,
+        usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens),
     )
 
 

@@ -309,6 +309,36 @@ class CompletionRequest(_SamplingFields):
         return self.max_tokens
 
 
+MAX_EMBEDDING_INPUTS = 2048
+
+
+class EmbeddingRequest(_Request):
+    input: Union[str, list[str], list[int], list[list[int]]]
+    model: Optional[str] = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, ge=1)
+    user: Optional[str] = None
+
+    @field_validator("input")
+    @classmethod
+    def _not_empty(cls, value):
+        items = [value] if isinstance(value, str) or (value and isinstance(value[0], int)) else value
+        if not items:
+            raise ValueError("input must not be empty.")
+        if len(items) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"At most {MAX_EMBEDDING_INPUTS} inputs per request.")
+        if any(len(item) == 0 for item in items):
+            raise ValueError("input must not contain empty strings or token lists.")
+        return value
+
+    def items(self) -> list[Union[str, list[int]]]:
+        """The inputs as a list: strings or token-id lists."""
+        value = self.input
+        if isinstance(value, str) or isinstance(value[0], int):
+            return [value]
+        return list(value)
+
+
 # ---- responses ----
 
 FinishReason = Literal["stop", "length", "tool_calls"]
@@ -449,6 +479,25 @@ class Completion(BaseModel):
     system_fingerprint: str
     choices: list[CompletionChoice]
     usage: Optional[Usage] = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: Union[list[float], str]
+    """Floats, or base64 of little-endian float32 with ``encoding_format: base64``."""
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class CreateEmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
 
 
 class ModelDetails(BaseModel):
