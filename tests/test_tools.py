@@ -1,13 +1,14 @@
 """Tool calls and reasoning over real HTTP, with the openai SDK, on the trained test model."""
 
 import json
+import shutil
 
 import openai
 import pytest
 from mlx_lm.utils import load_tokenizer
 
 from mlxserve.config import DEMO_MODEL_PATH
-from mlxserve.engine import Delta
+from mlxserve.engine import Delta, Engine
 from mlxserve.parsing import AnswerParser
 from tests.test_errors import assert_envelope
 
@@ -221,3 +222,45 @@ def test_a_call_to_no_offered_tool_or_without_an_arguments_object_is_content(cal
 def test_arguments_as_json_text_or_null_are_an_object(arguments, expected):
     _, event = _parse_one_call({"name": "a", "arguments": arguments})
     assert [(c.name, c.arguments) for c in event.tool_calls] == [("a", expected)]
+
+
+@pytest.fixture(scope="module")
+def think_opening_engine(tmp_path_factory):
+    """The test model with a template that opens the think block in the prompt (as R1 distills do)."""
+    out = tmp_path_factory.mktemp("think-opening")
+    for path in DEMO_MODEL_PATH.iterdir():
+        shutil.copy(path, out / path.name)
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    opening = "{{- '<|im_start|>assistant\\n' }}"
+    assert opening in config["chat_template"]
+    config["chat_template"] = config["chat_template"].replace(
+        opening, "{{- '<|im_start|>assistant\\n<think>\\n' }}"
+    )
+    (out / "tokenizer_config.json").write_text(json.dumps(config))
+    engine = Engine(str(out))
+    engine.start()
+    assert engine.ready.wait(120) and engine.state == "ready", engine.error
+    yield engine
+    engine.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_think_block_opened_by_the_template_is_still_split(make_server, think_opening_engine, examples, stream):
+    server = make_server(engine_=think_opening_engine)
+    reply = ask(server.openai(), examples["think"], stream=stream)
+    if stream:
+        deltas = [c.choices[0].delta for c in reply]
+        reasoning = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+        content = "".join(d.content or "" for d in deltas)
+    else:
+        message = reply.choices[0].message
+        reasoning, content = message.reasoning_content, message.content
+    assert (reasoning, content) == ("2 plus 3 makes 5.", "The answer is 5.")
+
+
+def test_json_mode_closes_a_think_block_the_template_opened(make_server, think_opening_engine, examples):
+    server = make_server(engine_=think_opening_engine)
+    reply = server.openai().chat.completions.create(
+        model="m", messages=examples["json"]["messages"], response_format={"type": "json_object"}
+    )
+    assert json.loads(reply.choices[0].message.content) == {"city": "Paris", "country": "France"}
