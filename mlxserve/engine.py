@@ -110,6 +110,7 @@ class Delta:
             or stop string) or ``"length"`` (max_tokens or timeout).
         prompt_tokens: Tokens in the prompt.
         completion_tokens: Tokens generated so far, the end-of-turn token included.
+        stop_sequence: The request's stop string that ended the generation, if one did.
     """
 
     text: str
@@ -117,6 +118,7 @@ class Delta:
     prompt_tokens: int
     completion_tokens: int
     logprobs: tuple[TokenLogprob, ...] = ()
+    stop_sequence: Optional[str] = None
 
     def then(self, later: "Delta") -> "Delta":
         """This delta followed by ``later``, as one."""
@@ -126,6 +128,7 @@ class Delta:
             later.prompt_tokens,
             later.completion_tokens,
             self.logprobs + later.logprobs,
+            later.stop_sequence,
         )
 
 
@@ -155,6 +158,7 @@ class _Run:
         self.deadline = time.monotonic() + req.timeout if req.timeout else None
         self.stops = TextStateMachine({"normal": [(s, None) for s in req.stop]}) if req.stop else None
         self.stop_state = self.stops.make_state() if self.stops else None
+        self.stop_held = ""  # text the stop matcher holds back: it may start a stop string
         self.completion_tokens = 0
         self.steps = 0
         s = req.sampling
@@ -375,17 +379,32 @@ class Engine:
         # The end-of-turn token ends the answer; like OpenAI, it gets no logprob entry.
         if run.job.request.top_logprobs is not None and resp.finish_reason != "stop":
             logprobs = (self._logprob(resp.token, resp.logprobs, run.job.request.top_logprobs),)
-        text, reason = resp.text, resp.finish_reason
+        text, reason, stop_sequence = resp.text, resp.finish_reason, None
         if run.stops is not None:
+            seen = run.stop_held + text
             run.stop_state, text, state = TextStateMachine.step(run.stop_state, text)
+            run.stop_held = seen[len(text):]
             if state is None:
                 reason = "stop"
+                # The matcher emits everything before the match: the stop starts here.
+                stop_sequence = min(
+                    (s for s in run.job.request.stop if run.stop_held.startswith(s)),
+                    key=len,
+                    default=None,
+                )
             elif reason is not None:
                 run.stop_state, held, _ = TextStateMachine.flush(run.stop_state)
                 text += held
         self._emit(
             run.job,
-            Delta(text, reason, len(run.job.request.prompt), run.completion_tokens, logprobs),
+            Delta(
+                text,
+                reason,
+                len(run.job.request.prompt),
+                run.completion_tokens,
+                logprobs,
+                stop_sequence,
+            ),
         )
         if reason is not None:
             run.tokens.close()
