@@ -19,17 +19,22 @@ from mlxserve.errors import (
     MethodNotAllowedError,
     MLXServeError,
     NotFoundError,
-    error_body,
 )
 from mlxserve.http import BodySizeLimit, JSONBodies
-from mlxserve.routes import openai, web
+from mlxserve.protocols import error_body_for
+from mlxserve.routes import anthropic, health, ollama, openai, web
 from mlxserve.service import Service
 
 log = logging.getLogger("mlxserve.app")
 
 
-def to_error_response(exc: MLXServeError) -> JSONResponse:
-    return JSONResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers())
+PROTOCOL_ROUTERS = {"openai": openai.router, "anthropic": anthropic.router, "ollama": ollama.router}
+
+
+def to_error_response(request: Request, exc: MLXServeError) -> JSONResponse:
+    """``exc`` in the error shape of the API the request was for."""
+    body = error_body_for(request.url.path, exc)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers())
 
 
 # Union branches pydantic names in an error's location ("content.str", "stop.list[str]").
@@ -89,7 +94,10 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
 
     app = FastAPI(title="mlxserve", version=__version__, lifespan=lifespan)
     app.state.service = service
-    app.include_router(openai.router)
+    for name, router in PROTOCOL_ROUTERS.items():
+        if name in settings.protocol_names:
+            app.include_router(router)
+    app.include_router(health.router)
     app.include_router(web.router)
     app.add_middleware(JSONBodies)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
@@ -97,19 +105,21 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
 
     @app.exception_handler(MLXServeError)
     async def _mlxserve_error(request: Request, exc: MLXServeError):
-        return to_error_response(exc)
+        return to_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
-        return to_error_response(_validation_error(exc))
+        return to_error_response(request, _validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        return to_error_response(_http_error(request, exc))
+        return to_error_response(request, _http_error(request, exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return to_error_response(InternalError(f"Internal server error: {type(exc).__name__}"))
+        return to_error_response(
+            request, InternalError(f"Internal server error: {type(exc).__name__}")
+        )
 
     return app

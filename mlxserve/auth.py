@@ -70,4 +70,4 @@ class APIKeyAuth:
             error = AuthenticationError("Incorrect API key provided.")
         else:
             return await self.app(scope, receive, send)
-        await send_error(send, error)
+        await send_error(send, error, path=scope["path"])

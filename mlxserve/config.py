@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +25,7 @@ else:
     import tomli as tomllib
 
 DEFAULT_MODEL = "mlx-community/Qwen3-0.6B-4bit"
+PROTOCOLS = ("openai", "anthropic", "ollama")
 DEMO_MODEL_PATH = Path(__file__).parent / "demo_model"
 DEMO_MODEL_NAME = "mlxserve-demo"
 CONFIG_ENV = "MLXSERVE_CONFIG"
@@ -136,8 +137,30 @@ class Settings(BaseSettings):
     api_key_file: Optional[Path] = Field(
         None, description="File of API keys, one per line (# starts a comment)."
     )
+    protocols: str = Field(
+        ",".join(PROTOCOLS),
+        description="APIs to serve, comma-separated: openai (/v1/chat/completions...), "
+        "anthropic (/v1/messages), ollama (/api/...).",
+    )
 
     _api_keys: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("protocols")
+    @classmethod
+    def _known_protocols(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in PROTOCOLS]
+        if unknown or not names:
+            raise ValueError(
+                f"unknown protocol {', '.join(unknown) or '(none given)'}; "
+                f"choose among {', '.join(PROTOCOLS)}"
+            )
+        return ",".join(names)
+
+    @property
+    def protocol_names(self) -> set[str]:
+        """The APIs this server speaks."""
+        return set(self.protocols.split(","))
 
     @model_validator(mode="after")
     def _read_api_keys(self):

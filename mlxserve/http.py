@@ -1,4 +1,4 @@
-"""HTTP plumbing shared by the routes: body limit, disconnect watching, SSE."""
+"""HTTP plumbing shared by the routes: body limit, disconnect watching, SSE, NDJSON."""
 
 import asyncio
 import json
@@ -6,16 +6,21 @@ from typing import AsyncIterator, Awaitable, TypeVar
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlxserve.errors import MLXServeError, PayloadTooLargeError, error_body
+from mlxserve.errors import MLXServeError, PayloadTooLargeError
+from mlxserve.protocols import error_body_for
 
 T = TypeVar("T")
 
 
-async def send_error(send: Send, error: MLXServeError, *, close: bool = False) -> None:
-    """Answer with ``error``'s envelope straight from ASGI middleware (outside FastAPI's handlers)."""
-    body = json.dumps(error_body(error)).encode()
+async def send_error(send: Send, error: MLXServeError, *, path: str, close: bool = False) -> None:
+    """Answer with ``error`` straight from ASGI middleware (outside FastAPI's handlers).
+
+    The body has the error shape of the API that owns ``path``.
+    """
+    body = json.dumps(error_body_for(path, error)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -42,12 +47,13 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, scope: Scope, send: Send) -> None:
         await send_error(
             send,
             PayloadTooLargeError(
                 f"The request body is larger than the server's limit of {self.max_bytes} bytes."
             ),
+            path=scope["path"],
             close=True,
         )
 
@@ -56,7 +62,7 @@ class BodySizeLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
+            return await self._refuse(scope, send)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -66,7 +72,7 @@ class BodySizeLimit:
             size += len(chunks[-1])
             more = message.get("more_body", False)
             if size > self.max_bytes:
-                return await self._refuse(send)
+                return await self._refuse(scope, send)
         pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> Message:
@@ -131,6 +137,20 @@ class GenerationSSE(EventSourceResponse):
 
     def __init__(self, payloads: AsyncIterator[str], generation, **kwargs):
         super().__init__(payloads, sep="\n", **kwargs)
+        self.generation = generation
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.generation.aclose()
+
+
+class GenerationNDJSON(StreamingResponse):
+    """Newline-delimited JSON that always closes its generation, like :class:`GenerationSSE`."""
+
+    def __init__(self, lines: AsyncIterator[str], generation):
+        super().__init__(lines, media_type="application/x-ndjson")
         self.generation = generation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

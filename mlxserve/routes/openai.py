@@ -4,7 +4,7 @@ import asyncio
 from functools import partial
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from mlxserve import embeddings, openai_format
 from mlxserve.errors import NotFoundError
@@ -19,7 +19,6 @@ from mlxserve.schemas.openai import (
     Embedding,
     EmbeddingRequest,
     EmbeddingUsage,
-    Health,
     Model,
     ModelDeleted,
     ModelDetails,
@@ -145,10 +144,3 @@ async def unload_model(model_id: str, svc: ServiceDep):
     await svc.models.unload_when_idle(model_id, svc.settings.drain_timeout)
     return ModelDeleted(id=model_id)
 
-
-@router.get("/healthz", response_model=Health)
-@router.get("/health", include_in_schema=False)
-async def health(svc: ServiceDep):
-    body = svc.health()
-    headers = {"Retry-After": "5"} if body["status"] == "loading" else None
-    return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503, headers=headers)
