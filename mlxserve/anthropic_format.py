@@ -69,7 +69,11 @@ def chat_request(body: CountTokensRequest) -> ChatCompletionRequest:
                 texts.append(block.text)
         if message.role == "assistant":
             messages.append(
-                {"role": "assistant", "content": "".join(texts), **({"tool_calls": calls} if calls else {})}
+                {
+                    "role": "assistant",
+                    "content": "".join(texts),
+                    **({"tool_calls": calls} if calls else {}),
+                }
             )
         elif texts or not isinstance(message.content, list):
             messages.append({"role": "user", "content": "\n".join(texts)})
@@ -128,7 +132,12 @@ async def _message_events(
     events: AsyncIterator[Event], *, model: str, input_tokens: int, thinking: bool
 ) -> AsyncIterator[tuple[str, dict]]:
     """Anthropic's stream events, as ``(event type, data)``; errors propagate."""
-    start = Message(id=new_message_id(), model=model, content=[], usage=Usage(input_tokens=input_tokens, output_tokens=0))
+    start = Message(
+        id=new_message_id(),
+        model=model,
+        content=[],
+        usage=Usage(input_tokens=input_tokens, output_tokens=0),
+    )
     yield _event("message_start", message=start.model_dump())
     yield _event("ping")
     index, open_kind = -1, None
@@ -142,7 +151,11 @@ async def _message_events(
                 index, open_kind = index + 1, kind
                 block = TextBlock(text="") if kind == "text" else ThinkingBlock(thinking="")
                 yield _event("content_block_start", index=index, content_block=block.model_dump())
-            delta = {"type": "text_delta", "text": text} if kind == "text" else {"type": "thinking_delta", "thinking": text}
+            delta = (
+                {"type": "text_delta", "text": text}
+                if kind == "text"
+                else {"type": "thinking_delta", "thinking": text}
+            )
             yield _event("content_block_delta", index=index, delta=delta)
         for call in e.tool_calls:
             if open_kind is not None:
@@ -201,7 +214,9 @@ async def message_fold(
         elif kind == "content_block_delta":
             block, delta = message["content"][data["index"]], data["delta"]
             if delta["type"] == "input_json_delta":
-                partial_json[data["index"]] = partial_json.get(data["index"], "") + delta["partial_json"]
+                partial_json[data["index"]] = (
+                    partial_json.get(data["index"], "") + delta["partial_json"]
+                )
             else:
                 field = "text" if delta["type"] == "text_delta" else "thinking"
                 block[field] += delta[field]

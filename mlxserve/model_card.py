@@ -58,7 +58,11 @@ def _parameters(tensors: dict, bits: int) -> int:
         count = 1
         for n in info["shape"]:
             count *= n
-        packed = bits and name.endswith(".weight") and name.removesuffix(".weight") + ".scales" in tensors
+        packed = (
+            bits
+            and name.endswith(".weight")
+            and name.removesuffix(".weight") + ".scales" in tensors
+        )
         total += count * (32 // bits) if packed else count
     return total
 

@@ -99,7 +99,10 @@ def chat_request(body: ChatRequest, max_tokens_cap: int) -> ChatCompletionReques
             message["tool_calls"] = [
                 {
                     "type": "function",
-                    "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments)},
+                    "function": {
+                        "name": c.function.name,
+                        "arguments": json.dumps(c.function.arguments),
+                    },
                 }
                 for c in m.tool_calls
             ]
@@ -122,7 +125,9 @@ def generate_request(body: GenerateRequest, max_tokens_cap: int) -> ChatCompleti
 def raw_request(body: GenerateRequest, max_tokens_cap: int) -> CompletionRequest:
     """The internal completion request for ``/api/generate`` with ``raw: true`` (no template)."""
     if _response_format(body.format) is not None:
-        raise InvalidRequestError("format needs the chat template: it cannot be used with raw: true.", param="format")
+        raise InvalidRequestError(
+            "format needs the chat template: it cannot be used with raw: true.", param="format"
+        )
     data = {"model": body.model, "prompt": body.prompt, **_sampling(body.options, max_tokens_cap)}
     return translated(CompletionRequest, data)
 
@@ -185,7 +190,9 @@ def _chunk(
         content=content,
         thinking=thinking or None,
         tool_calls=[
-            ResponseToolCall(function=ToolCallFunction(name=c.name, arguments=json.loads(c.arguments)))
+            ResponseToolCall(
+                function=ToolCallFunction(name=c.name, arguments=json.loads(c.arguments))
+            )
             for c in calls
         ]
         or None,

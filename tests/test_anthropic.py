@@ -39,22 +39,26 @@ def sse_named_events(response: httpx.Response) -> list[tuple[str, str]]:
     out, name = [], None
     for line in response.iter_lines():
         if line.startswith("event: "):
-            name = line[len("event: "):]
+            name = line[len("event: ") :]
         elif line.startswith("data: "):
-            out.append((name, line[len("data: "):]))
+            out.append((name, line[len("data: ") :]))
             name = None
     return out
 
 
 def test_create_answers_with_a_text_block_and_exact_usage(server, examples):
     message = ask(server, examples["short"])
-    assert message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    assert (
+        message.type == "message" and message.role == "assistant" and message.id.startswith("msg_")
+    )
     assert message.model == "test-model"
     assert [b.type for b in message.content] == ["text"]
     assert message.content[0].text == examples["short"]["completion"]
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     # The same prompt on the OpenAI route: the same template, the same tokens.
-    reply = server.openai().chat.completions.create(model="m", messages=examples["short"]["messages"])
+    reply = server.openai().chat.completions.create(
+        model="m", messages=examples["short"]["messages"]
+    )
     assert message.usage.input_tokens == reply.usage.prompt_tokens
     assert message.usage.output_tokens == reply.usage.completion_tokens
 
@@ -79,14 +83,27 @@ def test_stream_helper_text_and_final_message(server, examples):
 
 
 def test_stream_event_sequence_over_http(server, examples):
-    body = {"model": "m", "max_tokens": 200, "stream": True, "messages": examples["short"]["messages"]}
+    body = {
+        "model": "m",
+        "max_tokens": 200,
+        "stream": True,
+        "messages": examples["short"]["messages"],
+    }
     headers = {"anthropic-version": "2023-06-01", "x-api-key": "anything"}
-    with server.http() as http, http.stream("POST", "/v1/messages", json=body, headers=headers) as r:
+    with (
+        server.http() as http,
+        http.stream("POST", "/v1/messages", json=body, headers=headers) as r,
+    ):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = sse_named_events(r)
     names = [n for n, _ in events]
     assert names[:3] == ["message_start", "ping", "content_block_start"]
-    assert names[-4:] == ["content_block_delta", "content_block_stop", "message_delta", "message_stop"]
+    assert names[-4:] == [
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     assert set(names[3:-3]) == {"content_block_delta"}
 
 
@@ -104,7 +121,10 @@ def test_tool_use_round_trip(server, examples):
         messages=examples["tool_call"]["messages"]
         + [
             {"role": "assistant", "content": [b.model_dump() for b in first.content]},
-            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": weather}]},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": weather}],
+            },
         ],
     )
     assert second.stop_reason == "end_turn"
@@ -174,7 +194,7 @@ def test_count_tokens_is_the_generations_prompt(server, examples, name):
 
 def test_invalid_request_is_bad_request_error(server, examples):
     with pytest.raises(anthropic.BadRequestError) as info:
-        # This SDK no longer has sampling parameters of its own; older ones and other clients send them.
+        # This SDK has no sampling parameters of its own; older ones and other clients send them.
         ask(server, examples["short"], extra_body={"temperature": 1.5})
     assert info.value.status_code == 400
     assert info.value.body["type"] == "error"
@@ -187,9 +207,29 @@ def test_invalid_request_is_bad_request_error(server, examples):
     [
         ({"messages": [{"role": "user", "content": "hi"}]}, "max_tokens"),
         ({"max_tokens": 5, "messages": []}, "messages"),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, "image"),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "tool_choice": {"type": "any"}}, "tools"),
-        ({"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "stop_sequences": [""]}, "stop"),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}],
+            },
+            "image",
+        ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+                "tool_choice": {"type": "any"},
+            },
+            "tools",
+        ),
+        (
+            {
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+                "stop_sequences": [""],
+            },
+            "stop",
+        ),
     ],
 )
 def test_bad_bodies_get_anthropics_error_shape(server, body, words):
@@ -214,5 +254,7 @@ def test_api_key_errors_are_authentication_errors(make_server, examples):
     reply = good.messages.create(model="m", max_tokens=50, messages=examples["short"]["messages"])
     assert reply.content[0].text == examples["short"]["completion"]
     with pytest.raises(anthropic.AuthenticationError) as info:
-        client(server).messages.create(model="m", max_tokens=50, messages=examples["short"]["messages"])
+        client(server).messages.create(
+            model="m", max_tokens=50, messages=examples["short"]["messages"]
+        )
     assert info.value.body["error"]["type"] == "authentication_error"

@@ -16,8 +16,15 @@ def test_chat(server, examples):
     assert reply.message.role == "assistant"
     assert reply.message.content == examples["short"]["completion"]
     assert reply.done is True and reply.done_reason == "stop" and reply.model == "test-model"
-    usage = server.openai().chat.completions.create(model="m", messages=examples["short"]["messages"]).usage
-    assert (reply.prompt_eval_count, reply.eval_count) == (usage.prompt_tokens, usage.completion_tokens)
+    usage = (
+        server.openai()
+        .chat.completions.create(model="m", messages=examples["short"]["messages"])
+        .usage
+    )
+    assert (reply.prompt_eval_count, reply.eval_count) == (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+    )
     # Real measurements, in nanoseconds, that add up.
     parts = (reply.load_duration, reply.prompt_eval_duration, reply.eval_duration)
     assert all(p > 0 for p in parts)
@@ -25,7 +32,9 @@ def test_chat(server, examples):
 
 
 def test_chat_streams_ndjson(server, examples):
-    parts = list(client(server).chat(model="m", messages=examples["short"]["messages"], stream=True))
+    parts = list(
+        client(server).chat(model="m", messages=examples["short"]["messages"], stream=True)
+    )
     assert len(parts) > 3
     assert "".join(p.message.content for p in parts) == examples["short"]["completion"]
     assert [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
@@ -55,7 +64,9 @@ def test_raw_generate_takes_the_prompt_as_is(server, engine, examples):
     reply = client(server).generate(model="m", prompt=prompt, raw=True)
     assert reply.response == examples["short"]["completion"]
     # A bare prompt without the template is not what the model was trained on.
-    bare = client(server).generate(model="m", prompt="Say hello.", raw=True, options={"num_predict": 8})
+    bare = client(server).generate(
+        model="m", prompt="Say hello.", raw=True, options={"num_predict": 8}
+    )
     assert bare.response != examples["short"]["completion"]
 
 
@@ -63,7 +74,9 @@ def test_think_splits_the_reasoning(server, examples):
     reply = client(server).chat(model="m", messages=examples["think"]["messages"], think=True)
     assert reply.message.thinking == "2 plus 3 makes 5."
     assert reply.message.content == "The answer is 5."
-    generated = client(server).generate(model="m", prompt=examples["think"]["messages"][0]["content"], think=True)
+    generated = client(server).generate(
+        model="m", prompt=examples["think"]["messages"][0]["content"], think=True
+    )
     assert (generated.thinking, generated.response) == ("2 plus 3 makes 5.", "The answer is 5.")
     hidden = client(server).chat(model="m", messages=examples["think"]["messages"], think=False)
     assert hidden.message.thinking is None and hidden.message.content == "The answer is 5."
@@ -83,7 +96,12 @@ def post(server, path, body) -> dict:
 
 def test_tool_call_and_its_result(server, examples):
     example = examples["tool_call"]
-    body = {"model": "m", "messages": example["messages"], "tools": example["tools"], "stream": False}
+    body = {
+        "model": "m",
+        "messages": example["messages"],
+        "tools": example["tools"],
+        "stream": False,
+    }
     first = ollama.ChatResponse.model_validate(post(server, "/api/chat", body))
     [call] = first.message.tool_calls
     assert call.function.name == "get_weather" and call.function.arguments == {"city": "Paris"}
@@ -110,26 +128,44 @@ def test_streamed_tool_call(server, examples):
 def test_client_tools_reach_the_template(server, examples):
     example = examples["tool_call"]
     plain = client(server).chat(model="m", messages=example["messages"])
-    with_tools = client(server).chat(model="m", messages=example["messages"], tools=example["tools"])
+    with_tools = client(server).chat(
+        model="m", messages=example["messages"], tools=example["tools"]
+    )
     assert with_tools.prompt_eval_count > plain.prompt_eval_count + 50
 
 
-@pytest.mark.parametrize("fmt", ["json", {"type": "object", "properties": {"city": {"type": "string"}}}])
+@pytest.mark.parametrize(
+    "fmt", ["json", {"type": "object", "properties": {"city": {"type": "string"}}}]
+)
 def test_format_json(server, examples, fmt):
     reply = client(server).chat(model="m", messages=examples["json"]["messages"], format=fmt)
     assert json.loads(reply.message.content) == json.loads(examples["json"]["completion"])
 
 
 def test_options_num_predict_and_stop(server, examples):
-    short = client(server).chat(model="m", messages=examples["long"]["messages"], options={"num_predict": 3})
+    short = client(server).chat(
+        model="m", messages=examples["long"]["messages"], options={"num_predict": 3}
+    )
     assert short.done_reason == "length" and short.eval_count == 3
-    stopped = client(server).chat(model="m", messages=examples["short"]["messages"], options={"stop": ["tiny"]})
+    stopped = client(server).chat(
+        model="m", messages=examples["short"]["messages"], options={"stop": ["tiny"]}
+    )
     assert stopped.message.content == "Hello! I am a " and stopped.done_reason == "stop"
 
 
 def test_seeded_sampling_repeats(server, examples):
-    options = {"temperature": 1.5, "top_k": 50, "top_p": 1.0, "seed": 11, "repeat_penalty": 1.3, "num_predict": 20}
-    a, b = (client(server).generate(model="m", prompt="Tell me a long story.", options=options) for _ in range(2))
+    options = {
+        "temperature": 1.5,
+        "top_k": 50,
+        "top_p": 1.0,
+        "seed": 11,
+        "repeat_penalty": 1.3,
+        "num_predict": 20,
+    }
+    a, b = (
+        client(server).generate(model="m", prompt="Tell me a long story.", options=options)
+        for _ in range(2)
+    )
     assert a.response == b.response and a.eval_count == 20
 
 
@@ -159,12 +195,18 @@ def test_errors_are_ollama_shaped(server, examples):
         client(server).show("llama3")
     assert info.value.status_code == 404 and "llama3" in info.value.error
     with pytest.raises(ollama.ResponseError) as info:
-        client(server).chat(model="m", messages=examples["short"]["messages"], options={"temperature": 9})
+        client(server).chat(
+            model="m", messages=examples["short"]["messages"], options={"temperature": 9}
+        )
     assert info.value.status_code == 400 and "temperature" in info.value.error
     with server.http() as http:
         for method, path, body in [
             ("POST", "/api/generate", {"prompt": "hi", "template": "{{ .Prompt }}"}),
-            ("POST", "/api/chat", {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}),
+            (
+                "POST",
+                "/api/chat",
+                {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]},
+            ),
             ("POST", "/api/chat", {"messages": "hi"}),
             ("POST", "/api/embed", {"input": "hi"}),
         ]:

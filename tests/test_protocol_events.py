@@ -25,7 +25,9 @@ CALL = ToolCall("call_abc", "get_weather", '{"city": "Paris"}')
 
 
 def ev(content="", reasoning="", calls=(), finish=None, n=1, stop=None) -> Event:
-    return Event(Delta(content, finish, 7, n, stop_sequence=stop), content, reasoning, calls, finish)
+    return Event(
+        Delta(content, finish, 7, n, stop_sequence=stop), content, reasoning, calls, finish
+    )
 
 
 async def _aiter(items):
@@ -179,7 +181,12 @@ def test_anthropic_error_mid_stream_is_an_error_event():
 
 
 def test_anthropic_fold_is_the_accumulated_stream():
-    events = [ev(reasoning="think"), ev("Hi "), ev("there", n=4), ev(calls=(CALL,), finish="tool_calls", n=9)]
+    events = [
+        ev(reasoning="think"),
+        ev("Hi "),
+        ev("there", n=4),
+        ev(calls=(CALL,), finish="tool_calls", n=9),
+    ]
     message = run(anthropic_format.message_fold(_aiter(events), model="m", input_tokens=7))
     assert [b.type for b in message.content] == ["thinking", "text", "tool_use"]
     assert message.content[0].thinking == "think"
@@ -191,7 +198,11 @@ def test_anthropic_fold_is_the_accumulated_stream():
 
 def test_anthropic_fold_raises_the_error():
     with pytest.raises(ServerBusyError):
-        run(anthropic_format.message_fold(_failing([ev("x")], ServerBusyError("busy")), model="m", input_tokens=1))
+        run(
+            anthropic_format.message_fold(
+                _failing([ev("x")], ServerBusyError("busy")), model="m", input_tokens=1
+            )
+        )
 
 
 def test_anthropic_request_translation():
@@ -207,13 +218,22 @@ def test_anthropic_request_translation():
                     "content": [
                         {"type": "thinking", "thinking": "call it", "signature": "x"},
                         {"type": "text", "text": "Checking."},
-                        {"type": "tool_use", "id": "toolu_1", "name": "w", "input": {"city": "Paris"}},
+                        {
+                            "type": "tool_use",
+                            "id": "toolu_1",
+                            "name": "w",
+                            "input": {"city": "Paris"},
+                        },
                     ],
                 },
                 {
                     "role": "user",
                     "content": [
-                        {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "sunny"}]},
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "toolu_1",
+                            "content": [{"type": "text", "text": "sunny"}],
+                        },
                         {"type": "text", "text": "Thanks."},
                     ],
                 },
@@ -233,14 +253,20 @@ def test_anthropic_request_translation():
             "role": "assistant",
             "content": "Checking.",
             "tool_calls": [
-                {"id": "toolu_1", "type": "function", "function": {"name": "w", "arguments": {"city": "Paris"}}}
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "w", "arguments": {"city": "Paris"}},
+                }
             ],
         },
         {"role": "tool", "content": "sunny", "tool_call_id": "toolu_1"},
         {"role": "user", "content": "Thanks."},
     ]
     assert req.tool_choice == "required"
-    assert req.offered_tools() == [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}]
+    assert req.offered_tools() == [
+        {"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}
+    ]
     assert (req.max_tokens, req.temperature, req.top_k, req.stop_list()) == (50, 0.5, 3, ("END",))
 
 
@@ -277,7 +303,9 @@ def ollama_chunks(events, shape="chat", think=True, source=None, clock=None) -> 
     timer = ollama_format.Timer(clock or fake_clock(0, 100, *range(1000, 100000, 1000)))
     timer.admit()
     lines = collect(
-        ollama_format.ndjson(source or _aiter(events), shape=shape, model="m", timer=timer, think=think)
+        ollama_format.ndjson(
+            source or _aiter(events), shape=shape, model="m", timer=timer, think=think
+        )
     )
     assert all(line.endswith("\n") and line.count("\n") == 1 for line in lines)
     return [json.loads(line) for line in lines]
@@ -322,7 +350,11 @@ def test_ollama_think_false_drops_reasoning():
 
 def test_ollama_generate_shape_and_length():
     chunks = ollama_chunks([ev("a", reasoning="r"), ev("b", finish="length")], shape="generate")
-    assert [(c["response"], c.get("thinking")) for c in chunks] == [("a", "r"), ("b", None), ("", None)]
+    assert [(c["response"], c.get("thinking")) for c in chunks] == [
+        ("a", "r"),
+        ("b", None),
+        ("", None),
+    ]
     assert "message" not in chunks[0]
     assert chunks[-1]["done_reason"] == "length"
 
@@ -333,7 +365,11 @@ def test_ollama_error_mid_stream_is_an_error_line():
 
 
 def test_ollama_fold_merges_the_chunks():
-    events = [ev("He", reasoning="r1"), ev("llo", reasoning="r2"), ev(calls=(CALL,), finish="tool_calls", n=5)]
+    events = [
+        ev("He", reasoning="r1"),
+        ev("llo", reasoning="r2"),
+        ev(calls=(CALL,), finish="tool_calls", n=5),
+    ]
     timer = ollama_format.Timer(fake_clock(0, 10, 20, 30, 40))
     timer.admit()
     body = run(ollama_format.fold(_aiter(events), shape="chat", model="m", timer=timer))
@@ -361,10 +397,16 @@ def test_ollama_chat_translation():
             "model": "llama3",
             "messages": [
                 {"role": "user", "content": "Weather?"},
-                {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "w", "arguments": {"city": "Paris"}}}]},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"function": {"name": "w", "arguments": {"city": "Paris"}}}],
+                },
                 {"role": "tool", "content": "sunny", "tool_name": "w"},
             ],
-            "tools": [{"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}],
+            "tools": [
+                {"type": "function", "function": {"name": "w", "parameters": {"type": "object"}}}
+            ],
             "format": "json",
             "options": {
                 "temperature": 0.2,
@@ -380,7 +422,10 @@ def test_ollama_chat_translation():
     )
     req = ollama_format.chat_request(body, max_tokens_cap=4096)
     templated = [m.to_template() for m in req.messages]
-    assert templated[1]["tool_calls"][0]["function"] == {"name": "w", "arguments": {"city": "Paris"}}
+    assert templated[1]["tool_calls"][0]["function"] == {
+        "name": "w",
+        "arguments": {"city": "Paris"},
+    }
     assert templated[2] == {"role": "tool", "content": "sunny", "name": "w"}
     assert req.response_format.type == "json_object"
     assert (req.temperature, req.top_p, req.top_k, req.max_tokens, req.seed) == (0.2, 0.9, 4, 12, 7)
@@ -407,7 +452,9 @@ def test_ollama_generate_translation_and_schema_format():
     raw = ollama_format.raw_request(GenerateRequest(prompt="abc", raw=True), max_tokens_cap=10)
     assert raw.prompt == "abc"
     with pytest.raises(InvalidRequestError):
-        ollama_format.raw_request(GenerateRequest(prompt="abc", raw=True, format="json"), max_tokens_cap=10)
+        ollama_format.raw_request(
+            GenerateRequest(prompt="abc", raw=True, format="json"), max_tokens_cap=10
+        )
 
 
 # ---- error shapes ----
@@ -429,9 +476,17 @@ def test_ollama_generate_translation_and_schema_format():
 def test_error_shapes_per_protocol(exc, status, kind):
     err = as_error(exc)
     assert err.status_code == status
-    assert anthropic_error_body(exc) == {"type": "error", "error": {"type": kind, "message": err.message}}
+    assert anthropic_error_body(exc) == {
+        "type": "error",
+        "error": {"type": kind, "message": err.message},
+    }
     assert ollama_error_body(exc) == {"error": err.message}
     for path in ("/v1/messages", "/v1/messages/count_tokens"):
         assert error_body_for(path, err) == anthropic_error_body(exc)
     assert error_body_for("/api/chat", err) == {"error": err.message}
-    assert set(error_body_for("/v1/chat/completions", err)["error"]) == {"message", "type", "param", "code"}
+    assert set(error_body_for("/v1/chat/completions", err)["error"]) == {
+        "message",
+        "type",
+        "param",
+        "code",
+    }

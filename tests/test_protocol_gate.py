@@ -1,4 +1,4 @@
-"""One gate, one window, one set of errors: the Anthropic and Ollama routes behave as the OpenAI ones."""
+"""One gate, one window, one set of errors: Anthropic and Ollama routes behave as OpenAI ones."""
 
 import json
 import threading
@@ -20,7 +20,8 @@ def anthropic_client(server) -> anthropic.Anthropic:
 def hold_the_slot(server, examples) -> threading.Thread:
     """Start a long OpenAI stream that holds the only slot until its client goes away."""
     holder = threading.Thread(
-        target=stream_first_chunks, args=(server, chat_body(examples["long"], max_tokens=2000), 10**6)
+        target=stream_first_chunks,
+        args=(server, chat_body(examples["long"], max_tokens=2000), 10**6),
     )
     holder.start()
     deadline = time.monotonic() + 10
@@ -34,7 +35,9 @@ def test_queue_full_is_429_on_both(make_server, examples):
     server = make_server(max_requests=1, queue_size=0, timeout=5)
     holder = hold_the_slot(server, examples)
     with pytest.raises(anthropic.RateLimitError) as info:
-        anthropic_client(server).messages.create(model="m", max_tokens=20, messages=examples["short"]["messages"])
+        anthropic_client(server).messages.create(
+            model="m", max_tokens=20, messages=examples["short"]["messages"]
+        )
     assert info.value.body["error"]["type"] == "rate_limit_error"
     assert int(info.value.response.headers["Retry-After"]) >= 1
     with pytest.raises(ollama.ResponseError) as oinfo:
@@ -57,7 +60,9 @@ def test_loading_is_503_on_both(make_server, model_dir, examples):
     server = make_server(engine_=engine)
     try:
         with pytest.raises(anthropic.APIStatusError) as info:
-            anthropic_client(server).messages.create(model="m", max_tokens=20, messages=examples["short"]["messages"])
+            anthropic_client(server).messages.create(
+                model="m", max_tokens=20, messages=examples["short"]["messages"]
+            )
         assert info.value.status_code == 503
         assert info.value.body["error"]["type"] == "overloaded_error"
         assert int(info.value.response.headers["Retry-After"]) >= 1
@@ -74,7 +79,9 @@ def test_loading_is_503_on_both(make_server, model_dir, examples):
 def test_context_length_exceeded_is_400_on_both(make_server, examples):
     server = make_server(max_context_tokens=30)
     with pytest.raises(anthropic.BadRequestError) as info:
-        anthropic_client(server).messages.create(model="m", max_tokens=25, messages=examples["short"]["messages"])
+        anthropic_client(server).messages.create(
+            model="m", max_tokens=25, messages=examples["short"]["messages"]
+        )
     assert info.value.body["error"]["type"] == "invalid_request_error"
     assert "maximum context length is 30 tokens" in info.value.body["error"]["message"]
     with pytest.raises(ollama.ResponseError) as oinfo:
@@ -91,7 +98,9 @@ def test_window_drops_oldest_on_both(make_server, engine, examples):
         {"role": "assistant", "content": "It was a calm and quiet day with a light breeze."},
     ]
     server = make_server(max_context=1)
-    reply = anthropic_client(server).messages.create(model="m", max_tokens=40, messages=old + question)
+    reply = anthropic_client(server).messages.create(
+        model="m", max_tokens=40, messages=old + question
+    )
     alone = anthropic_client(server).messages.create(model="m", max_tokens=40, messages=question)
     assert reply.usage.input_tokens == alone.usage.input_tokens
     chat = ollama.Client(host=server.url).chat(model="m", messages=old + question)
@@ -99,7 +108,10 @@ def test_window_drops_oldest_on_both(make_server, engine, examples):
 
 
 def read_a_little_then_hang_up(server, path, body, needle, n=3):
-    with httpx.Client(base_url=server.url, timeout=30) as http, http.stream("POST", path, json=body) as r:
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as http,
+        http.stream("POST", path, json=body) as r,
+    ):
         assert r.status_code == 200
         seen = 0
         for line in r.iter_lines():
@@ -137,7 +149,11 @@ def test_disconnect_while_waiting_frees_the_slot(make_server, examples, path, bo
     server = make_server(max_requests=1, queue_size=4, timeout=5)
     holder = hold_the_slot(server, examples)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(server.url + path, json={"model": "m", "messages": examples["short"]["messages"], **body}, timeout=0.3)
+        httpx.post(
+            server.url + path,
+            json={"model": "m", "messages": examples["short"]["messages"], **body},
+            timeout=0.3,
+        )
     deadline = time.monotonic() + 2
     while server.service.gate.queued:
         assert time.monotonic() < deadline, "queued request stayed after disconnect"
@@ -154,7 +170,10 @@ def test_error_after_the_stream_started_is_in_band(make_server, model_dir, examp
     results = {}
 
     def read(path, body, key):
-        with httpx.Client(base_url=server.url, timeout=30) as http, http.stream("POST", path, json=body) as r:
+        with (
+            httpx.Client(base_url=server.url, timeout=30) as http,
+            http.stream("POST", path, json=body) as r,
+        ):
             results[key] = list(r.iter_lines())
 
     bodies = {
@@ -163,7 +182,8 @@ def test_error_after_the_stream_started_is_in_band(make_server, model_dir, examp
     }
     threads = [
         threading.Thread(
-            target=read, args=(path, {"model": "m", "messages": examples["long"]["messages"], **extra}, key)
+            target=read,
+            args=(path, {"model": "m", "messages": examples["long"]["messages"], **extra}, key),
         )
         for key, (path, extra) in bodies.items()
     ]
@@ -179,7 +199,10 @@ def test_error_after_the_stream_started_is_in_band(make_server, model_dir, examp
     anthropic_lines = [line for line in results["anthropic"] if line]
     assert anthropic_lines[-2:] == ["event: error", anthropic_lines[-1]]
     error = json.loads(anthropic_lines[-1].removeprefix("data: "))
-    assert error == {"type": "error", "error": {"type": "overloaded_error", "message": "The server is shutting down."}}
+    assert error == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "The server is shutting down."},
+    }
     assert json.loads(results["ollama"][-1]) == {"error": "The server is shutting down."}
 
 
@@ -189,12 +212,16 @@ def test_protocols_setting_picks_the_routers(make_server, examples):
         assert http.post("/v1/messages", json={}).status_code == 404
         assert http.get("/api/tags").status_code == 404
         assert http.get("/healthz").status_code == 200
-    reply = openai_only.openai().chat.completions.create(model="m", messages=examples["short"]["messages"])
+    reply = openai_only.openai().chat.completions.create(
+        model="m", messages=examples["short"]["messages"]
+    )
     assert reply.choices[0].message.content == examples["short"]["completion"]
     others = make_server(protocols="anthropic,ollama")
     with others.http() as http:
         assert http.post("/v1/chat/completions", json={}).status_code == 404
         assert http.get("/api/version").status_code == 200
         assert http.get("/healthz").status_code == 200
-    message = anthropic_client(others).messages.create(model="m", max_tokens=50, messages=examples["short"]["messages"])
+    message = anthropic_client(others).messages.create(
+        model="m", max_tokens=50, messages=examples["short"]["messages"]
+    )
     assert message.content[0].text == examples["short"]["completion"]

@@ -49,7 +49,9 @@ async def create_message(body: MessageCreateParams, request: Request, svc: Servi
                 shutdown_grace_period=svc.settings.drain_timeout,
             )
         try:
-            return await until_disconnect(request, anthropic_format.message_fold(generation, **shared))
+            return await until_disconnect(
+                request, anthropic_format.message_fold(generation, **shared)
+            )
         finally:
             await generation.aclose()
     except ClientDisconnected:

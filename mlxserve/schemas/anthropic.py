@@ -92,7 +92,6 @@ class ToolParam(_Request):
 class ToolChoice(_Request):
     type: Literal["auto", "any", "tool", "none"]
     name: Optional[str] = None
-    disable_parallel_tool_use: Optional[bool] = None
 
     @model_validator(mode="after")
     def _tool_named(self):
@@ -103,7 +102,6 @@ class ToolChoice(_Request):
 
 class ThinkingConfig(_Request):
     type: Literal["enabled", "disabled", "adaptive"]
-    budget_tokens: Optional[int] = None
 
 
 class CountTokensRequest(_Request):
@@ -154,7 +152,6 @@ class MessageCreateParams(CountTokensRequest):
     top_k: Optional[int] = Field(None, ge=0)
     stop_sequences: Optional[list[str]] = None
     stream: Optional[bool] = False
-    metadata: Optional[dict] = None
 
     @field_validator("stop_sequences")
     @classmethod

@@ -62,8 +62,6 @@ class ToolCall(_Request):
 class Message(_Request):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
-    thinking: Optional[str] = None
-    """Earlier reasoning sent back; chat templates drop it from history."""
     images: Optional[list[str]] = None
     tool_calls: Optional[list[ToolCall]] = None
     tool_name: Optional[str] = None
@@ -93,8 +91,6 @@ class _GenerateFields(_Request):
     stream: bool = True
     think: Optional[Union[bool, Literal["low", "medium", "high"]]] = None
     """``false`` leaves the model's reasoning out of the answer; otherwise it is in ``thinking``."""
-    keep_alive: Optional[Union[int, float, str]] = None
-    """Accepted and ignored: the model stays loaded while the server runs."""
 
 
 class ChatRequest(_GenerateFields):
