@@ -30,7 +30,7 @@ class ModelCard:
     template: str
     """The chat template (Jinja), or ``""``."""
     capabilities: tuple[str, ...]
-    """Ollama's names: ``completion``, plus ``tools`` and ``thinking`` when the template has them."""
+    """Ollama names: ``completion``, plus ``tools`` and ``thinking`` if the template has them."""
     sampling: dict
     """The sampling defaults of ``generation_config.json`` (temperature, top_p, top_k)."""
 
