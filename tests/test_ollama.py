@@ -1,10 +1,13 @@
 """The Ollama API over real HTTP, with the official ollama Python client."""
 
 import json
+import time
 
 import httpx
 import ollama
 import pytest
+
+from tests.test_models import aliases, hf_cache, vocab_size  # noqa: F401 (fixtures)
 
 
 def client(server, **kwargs) -> ollama.Client:
@@ -224,3 +227,30 @@ def test_bearer_key_as_ollama_clients_send_it(make_server, examples):
     with pytest.raises(ollama.ResponseError) as info:
         client(server).list()
     assert info.value.status_code == 401 and "API key" in info.value.error
+
+
+def test_every_servable_model_is_listed_and_shown(server, aliases):
+    c = client(server)
+    listed = {m.model: m for m in c.list().models}
+    # as /v1/models lists them: demo-copy is the loaded test model's own folder
+    assert set(listed) == {"test-model", "llama", "test-org/tiny-llama"}
+    assert listed["llama"].details.family == "llama"
+    assert [m.model for m in c.ps().models] == ["test-model"]
+    shown = c.show("llama")
+    assert shown.details.family == "llama" and "completion" in shown.capabilities
+    assert shown.modelinfo["general.parameter_count"] > 0
+
+
+def test_naming_another_model_switches_to_it(server, examples, aliases):
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            reply = client(server).chat(model="demo-copy", messages=examples["short"]["messages"])
+            break
+        except ollama.ResponseError as exc:
+            assert exc.status_code == 503 and "loading" in exc.error, exc
+            assert time.monotonic() < deadline, "model never became ready"
+            time.sleep(0.1)
+    assert reply.model == "demo-copy"
+    assert reply.message.content == examples["short"]["completion"]
+    assert [m.model for m in client(server).ps().models] == ["demo-copy"]
