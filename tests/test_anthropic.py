@@ -1,5 +1,7 @@
 """The Anthropic Messages API over real HTTP, with the official anthropic SDK as the client."""
 
+import json
+
 import anthropic
 import httpx
 import pytest
@@ -258,3 +260,27 @@ def test_api_key_errors_are_authentication_errors(make_server, examples):
             model="m", max_tokens=50, messages=examples["short"]["messages"]
         )
     assert info.value.body["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("choice", [{"type": "any"}, {"type": "tool", "name": "get_weather"}])
+def test_any_or_named_tool_choice_forces_a_call(server, examples, choice):
+    message = ask(
+        server, {**examples["short"], "tools": examples["tool_call"]["tools"]}, tool_choice=choice
+    )
+    assert message.stop_reason == "tool_use"
+    assert [b.name for b in message.content if b.type == "tool_use"] == ["get_weather"]
+
+
+def test_keepalive_is_a_ping_event(make_server):
+    """A long prompt takes a while to prefill: the stream sends ping events meanwhile."""
+    server = make_server(keepalive_interval=0.01)
+    body = {
+        "max_tokens": 3,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell me a long story. " * 250}],
+    }
+    with server.http() as http, http.stream("POST", "/v1/messages", json=body) as r:
+        events = sse_named_events(r)
+    pings = [data for name, data in events if name == "ping"]
+    assert len(pings) > 1 and all(json.loads(d) == {"type": "ping"} for d in pings)
+    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
