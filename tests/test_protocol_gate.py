@@ -8,7 +8,9 @@ import anthropic
 import httpx
 import ollama
 import pytest
+from pydantic import ValidationError
 
+from mlxserve.config import Settings
 from mlxserve.engine import Engine
 from tests.test_concurrency import chat_body, stream_first_chunks
 
@@ -225,3 +227,26 @@ def test_protocols_setting_picks_the_routers(make_server, examples):
         model="m", max_tokens=50, messages=examples["short"]["messages"]
     )
     assert message.content[0].text == examples["short"]["completion"]
+
+
+def test_protocols_setting_is_checked():
+    assert Settings(protocols=" ollama , openai").protocol_names == {"ollama", "openai"}
+    for bad in ("grpc", "openai,grpc", " , "):
+        with pytest.raises(ValidationError, match="protocol"):
+            Settings(protocols=bad)
+
+
+def test_middleware_errors_keep_each_protocols_shape(make_server):
+    server = make_server(max_body_bytes=1024)
+    big = {"messages": [{"role": "user", "content": "x" * 2000}], "max_tokens": 5}
+    with server.http() as http:
+        r = http.post("/v1/messages", json=big)
+        assert r.status_code == 413
+        assert r.json() == {
+            "type": "error",
+            "error": {"type": "request_too_large", "message": r.json()["error"]["message"]},
+        }
+        r = http.post("/api/chat", json=big)
+        assert r.status_code == 413 and set(r.json()) == {"error"}
+        r = http.post("/v1/chat/completions", json=big)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
