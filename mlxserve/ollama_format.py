@@ -32,7 +32,7 @@ from mlxserve.schemas.ollama import (
     Timings,
     ToolCallFunction,
 )
-from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest
+from mlxserve.schemas.openai import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 log = logging.getLogger("mlxserve.ollama")
 
@@ -120,6 +120,11 @@ def generate_request(body: GenerateRequest, max_tokens_cap: int) -> ChatCompleti
     messages = [{"role": "system", "content": body.system}] if body.system else []
     messages.append({"role": "user", "content": body.prompt})
     return translated(ChatCompletionRequest, _chat_fields(body, messages, max_tokens_cap))
+
+
+def embedding_request(model: Optional[str], inputs, dimensions=None) -> EmbeddingRequest:
+    """The internal embedding request for ``/api/embed`` or ``/api/embeddings``."""
+    return translated(EmbeddingRequest, {"model": model, "input": inputs, "dimensions": dimensions})
 
 
 def raw_request(body: GenerateRequest, max_tokens_cap: int) -> CompletionRequest:

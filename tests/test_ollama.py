@@ -211,7 +211,8 @@ def test_errors_are_ollama_shaped(server, examples):
                 {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]},
             ),
             ("POST", "/api/chat", {"messages": "hi"}),
-            ("POST", "/api/embed", {"input": "hi"}),
+            ("POST", "/api/embed", {"input": []}),
+            ("POST", "/api/pull", {"model": "llama3"}),
         ]:
             r = http.request(method, path, json=body)
             assert r.status_code in (400, 404) and set(r.json()) == {"error"}, r.text
@@ -254,3 +255,19 @@ def test_naming_another_model_switches_to_it(server, examples, aliases):
     assert reply.model == "demo-copy"
     assert reply.message.content == examples["short"]["completion"]
     assert [m.model for m in client(server).ps().models] == ["demo-copy"]
+
+
+def test_embed_matches_the_openai_route(server):
+    texts = ["Say hello.", "Tell me a long story."]
+    reply = client(server).embed(model="m", input=texts)
+    openai_vectors = [
+        d.embedding for d in server.openai().embeddings.create(model="m", input=texts).data
+    ]
+    assert reply.model == "test-model" and len(reply.embeddings) == 2
+    for ours, theirs in zip(reply.embeddings, openai_vectors):
+        assert list(ours) == pytest.approx(theirs)
+    assert reply.prompt_eval_count > 4 and reply.total_duration > 0
+    [single] = client(server).embed(model="m", input="Say hello.", dimensions=8).embeddings
+    assert len(single) == 8
+    legacy = client(server).embeddings(model="m", prompt="Say hello.").embedding
+    assert list(legacy) == pytest.approx(openai_vectors[0])

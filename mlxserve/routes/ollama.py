@@ -14,7 +14,13 @@ from mlxserve.errors import NotFoundError
 from mlxserve.http import ClientDisconnected, GenerationNDJSON, until_disconnect
 from mlxserve.model_card import read_model_card
 from mlxserve.routes.deps import ServiceDep
-from mlxserve.schemas.ollama import ChatRequest, GenerateRequest, ShowRequest
+from mlxserve.schemas.ollama import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    ShowRequest,
+)
 
 router = APIRouter()
 
@@ -68,6 +74,25 @@ async def generate(body: GenerateRequest, request: Request, svc: ServiceDep):
         plan = await svc.plan_chat(ollama_format.generate_request(body, cap))
         as_events = _same
     return await _answer(request, svc, plan, as_events, body=body, shape="generate", timer=timer)
+
+
+@router.post("/api/embed")
+async def embed(body: EmbedRequest, svc: ServiceDep):
+    timer = ollama_format.Timer()
+    request = ollama_format.embedding_request(body.model, body.input, body.dimensions)
+    model, vectors, tokens = await svc.embed(request)
+    return {
+        "model": model,
+        "embeddings": vectors.tolist(),
+        "total_duration": timer.clock() - timer.started,
+        "prompt_eval_count": tokens,
+    }
+
+
+@router.post("/api/embeddings")
+async def embeddings(body: EmbeddingsRequest, svc: ServiceDep):
+    _, vectors, _ = await svc.embed(ollama_format.embedding_request(body.model, body.prompt))
+    return {"embedding": vectors[0].tolist()}
 
 
 @router.get("/api/version")

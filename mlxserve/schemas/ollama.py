@@ -136,6 +136,21 @@ class GenerateRequest(_GenerateFields):
         return value
 
 
+class EmbedRequest(_Request):
+    """``POST /api/embed``."""
+
+    model: Optional[str] = None
+    input: Union[str, list[str]]
+    dimensions: Optional[int] = Field(None, ge=1)
+
+
+class EmbeddingsRequest(_Request):
+    """``POST /api/embeddings``, the older single-prompt form."""
+
+    model: Optional[str] = None
+    prompt: str
+
+
 class ShowRequest(_Request):
     model: Optional[str] = None
     name: Optional[str] = None
