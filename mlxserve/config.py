@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     api_key_file: Optional[Path] = Field(
         None, description="File of API keys, one per line (# starts a comment)."
     )
+    on_overflow: Literal["drop", "error"] = Field(
+        "drop",
+        description="When a chat does not fit the context: 'drop' the oldest messages (and say so "
+        "in the X-MLXServe-Context-Dropped header and usage), or answer 400 'error'.",
+    )
 
     _api_keys: list[str] = PrivateAttr(default_factory=list)
 

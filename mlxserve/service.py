@@ -19,7 +19,7 @@ from jinja2 import TemplateError
 from mlxserve import __version__, embeddings
 from mlxserve.config import Settings
 from mlxserve.constraints import Grammars
-from mlxserve.context import fit_window
+from mlxserve.context import Dropped, window_chat
 from mlxserve.engine import Delta, Engine, GenerationRequest, SamplingParams
 from mlxserve.errors import (
     ContextLengthExceededError,
@@ -86,12 +86,14 @@ class Plan:
         request: What the engine runs.
         parser: For chat: splits the answer into content, reasoning and tool
             calls (the generation then yields :class:`Event` objects).
+        dropped: What the context window left out, if anything.
     """
 
     model: str
     engine: Engine
     request: GenerationRequest
     parser: Optional[AnswerParser] = None
+    dropped: Optional[Dropped] = None
 
 
 class Generation:
@@ -186,13 +188,14 @@ class Service:
         messages = [m.to_template() for m in body.messages]
         tools = body.offered_tools()
         # Templating and tokenizing are CPU work, not MLX: keep them off the event loop.
-        window = await asyncio.to_thread(
-            fit_window,
+        window, dropped = await asyncio.to_thread(
+            window_chat,
             messages,
             render=partial(_render, engine.tokenizer, tools=tools),
             max_messages=self.settings.max_context,
             context_tokens=self.context_tokens(engine),
             completion_tokens=max_tokens,
+            on_overflow=self.settings.on_overflow,
         )
         log.info(
             "window: kept %d of %d messages (%d dropped), %d prompt tokens",
@@ -213,7 +216,7 @@ class Service:
             reasoning=self.settings.reasoning,
             parallel=body.parallel_tool_calls is not False,
         )
-        return Plan(model_id, engine, request, parser)
+        return Plan(model_id, engine, request, parser, dropped)
 
     async def plan_completion(self, body: CompletionRequest) -> Plan:
         """The generation for a raw-prompt completion (no chat template)."""

@@ -29,16 +29,23 @@ from mlxserve.schemas.openai import (
 router = APIRouter()
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in logs
+CONTEXT_DROPPED_HEADER = "X-MLXServe-Context-Dropped"
 
 
-async def _respond(request: Request, svc, admission, *, stream: bool, to_stream, to_fold):
-    """Wait for ``admission`` (a gate slot), then stream the generation as SSE or fold it."""
+async def _respond(
+    request: Request, svc, admission, *, stream: bool, to_stream, to_fold, headers=None
+):
+    """Wait for ``admission`` (a gate slot), then stream the generation as SSE or fold it.
+
+    ``headers`` go on a stream's response; a folded answer's route sets its own.
+    """
     try:
         generation = await until_disconnect(request, admission)
         if stream:
             return GenerationSSE(
                 to_stream(generation),
                 generation,
+                headers=headers,
                 ping=svc.settings.keepalive_interval,
                 shutdown_grace_period=svc.settings.drain_timeout,
             )
@@ -55,9 +62,13 @@ def _include_usage(body) -> bool:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
-async def chat_completions(body: ChatCompletionRequest, request: Request, svc: ServiceDep):
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, response: Response, svc: ServiceDep
+):
     plan = await svc.plan_chat(body)
     logprobs = bool(body.logprobs)
+    headers = {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
+    response.headers.update(headers)
     return await _respond(
         request,
         svc,
@@ -68,8 +79,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, svc: S
             model=plan.model,
             include_usage=_include_usage(body),
             logprobs=logprobs,
+            dropped=plan.dropped,
         ),
-        to_fold=partial(openai_format.chat_fold, model=plan.model, logprobs=logprobs),
+        to_fold=partial(
+            openai_format.chat_fold, model=plan.model, logprobs=logprobs, dropped=plan.dropped
+        ),
+        headers=headers,
     )
 
 
