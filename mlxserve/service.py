@@ -30,6 +30,7 @@ from mlxserve.errors import (
 from mlxserve.gate import Gate
 from mlxserve.registry import LOADING_RETRY_AFTER, ModelRegistry
 from mlxserve.parsing import AnswerParser, Event, initial_state
+from mlxserve.queueing import Admission
 from mlxserve.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -239,6 +240,28 @@ class Service:
         except BaseException:
             self.models.ended(plan.model)
             raise
+        return self._start(plan)
+
+    def enter(self, plan: Plan) -> Admission:
+        """Take a slot now or a place in the queue, without waiting (for streams).
+
+        The model stays resident from here until the admission is closed.
+
+        Raises:
+            ServerBusyError: The queue is full.
+        """
+        self.models.began(plan.model)
+        try:
+            waiter = self.gate.enter()
+        except BaseException:
+            self.models.ended(plan.model)
+            raise
+        return Admission(
+            self.gate, waiter, partial(self._start, plan), left=partial(self.models.ended, plan.model)
+        )
+
+    def _start(self, plan: Plan) -> Generation:
+        """Start the plan on its engine in the gate slot the caller holds."""
 
         def release():
             self.gate.release()
