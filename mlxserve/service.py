@@ -28,6 +28,7 @@ from mlxserve.errors import (
     ServiceUnavailableError,
 )
 from mlxserve.gate import Gate
+from mlxserve.memory import check_fits, limit_bytes
 from mlxserve.registry import LOADING_RETRY_AFTER, ModelRegistry
 from mlxserve.parsing import AnswerParser, Event, initial_state
 from mlxserve.queueing import Admission
@@ -139,8 +140,12 @@ class Service:
 
     def __init__(self, settings: Settings, engine: Optional[Engine] = None):
         self.settings = settings
-        self.models = ModelRegistry(settings, engine)
+        self.models = ModelRegistry(
+            settings, engine, partial(Engine, memory_limit=limit_bytes(settings.memory_limit))
+        )
         self.gate = Gate(settings.max_requests, settings.queue_size, settings.queue_timeout)
+        self.reserved_memory = 0
+        """Memory estimates of the generations running now."""
         self.started = time.time()
         self._grammars: "weakref.WeakKeyDictionary[Engine, Grammars]" = weakref.WeakKeyDictionary()
 
@@ -261,13 +266,42 @@ class Service:
         )
 
     def _start(self, plan: Plan) -> Generation:
-        """Start the plan on its engine in the gate slot the caller holds."""
+        """Start the plan on its engine in the gate slot the caller holds.
+
+        Raises:
+            InsufficientMemoryError: Its KV cache and activations would not fit
+                (the slot is given back).
+        """
+        try:
+            need = self._reserve_memory(plan)
+        except BaseException:
+            self.gate.release()
+            self.models.ended(plan.model)
+            raise
 
         def release():
+            self.reserved_memory -= need
             self.gate.release()
             self.models.ended(plan.model)
 
         return Generation(plan.engine.generate(plan.request), release, plan.parser)
+
+    def _reserve_memory(self, plan: Plan) -> int:
+        """Check that ``plan`` fits in memory, and count it until it ends; returns its estimate."""
+        engine, request = plan.engine, plan.request
+        if engine.shape is None:
+            return 0
+        need = engine.shape.request_bytes(len(request.prompt), request.max_tokens)
+        # One process-wide number, as each engine thread last saw it.
+        in_use = max(e.memory_in_use for e in self.models.engines.values())
+        check_fits(
+            need,
+            limit=limit_bytes(self.settings.memory_limit) or engine.memory_limit,
+            in_use=in_use,
+            reserved=self.reserved_memory,
+        )
+        self.reserved_memory += need
+        return need
 
     async def embed(self, body: EmbeddingRequest) -> tuple[str, np.ndarray, int]:
         """Embeddings for every input: the model id, unit vectors (one row each), token count.
