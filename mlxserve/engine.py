@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -24,6 +24,9 @@ from mlx_lm.utils import load
 
 from mlxserve.errors import GenerationError, ServiceUnavailableError
 from mlxserve.memory import InsufficientMemoryError, ModelShape, device_limit, is_out_of_memory
+
+if TYPE_CHECKING:
+    from mlxserve.selftest import SelfTest
 
 log = logging.getLogger("mlxserve.engine")
 
@@ -193,6 +196,8 @@ class Engine:
         """Bytes the server may use (set once loaded)."""
         self.memory_in_use = 0
         """Bytes MLX holds, as of the engine thread's last step."""
+        self.selftest: Optional["SelfTest"] = None
+        """The startup self-test of the model's tool-call and reasoning formats (once loaded)."""
         self.state = "loading"
         self.error: Optional[BaseException] = None
         self.model = None
@@ -294,6 +299,10 @@ class Engine:
         self.context_length = context_length(config)
         self.vocab_size = len(self.tokenizer.get_vocab())
         self.generation_config = read_generation_config(self.model_path)
+        # Imported here: the self-test parses with parsing.py, which imports this module.
+        from mlxserve.selftest import run_selftest
+
+        self.selftest = run_selftest(self.tokenizer)
         log.info(
             "loaded %s in %.1fs (context %d tokens)",
             self.model_ref,

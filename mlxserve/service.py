@@ -382,7 +382,11 @@ class Service:
             "status": status,
             "model": self.model_name,
             "models": [
-                {"id": model_id, "status": {"ready": "ok"}.get(state, state)}
+                {
+                    "id": model_id,
+                    "status": {"ready": "ok"}.get(state, state),
+                    **_selftest(self.models.engines[model_id]),
+                }
                 for model_id, state in states.items()
             ],
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -392,8 +396,14 @@ class Service:
             "max_context": self.settings.max_context,
             "max_requests": self.settings.max_requests,
             "version": __version__,
+            **_selftest(self.models.engines.get(self.model_name)),
         }
 
+
+def _selftest(engine: Optional[Engine]) -> dict:
+    """The startup self-test's verdicts for ``engine``'s model, once it is loaded."""
+    test = engine.selftest if engine is not None else None
+    return {"tool_calling": test.tool_calling, "reasoning": test.reasoning} if test else {}
 
 def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
     try:

@@ -68,6 +68,7 @@ def test_doctor_on_a_healthy_setup(server, capsys):
     assert lines["port"].startswith("PASS") and "held by mlxserve" in lines["port"]
     assert lines["server"].startswith("PASS") and "/healthz in" in lines["server"]
     assert "'test-model'" in lines["server"]
+    assert "tool_calling ok, reasoning ok" in lines["server"]
     assert " 0 failed" in out or out.rstrip().endswith("passed")
 
 

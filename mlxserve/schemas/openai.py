@@ -545,9 +545,16 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
+SelfTestStatus = Literal["ok", "unsupported", "broken"]
+
+
 class ModelStatus(BaseModel):
     id: str
     status: Literal["ok", "loading", "failed", "stopped"]
+    tool_calling: Optional[SelfTestStatus] = None
+    """The startup self-test of the model's tool-call format (once loaded)."""
+    reasoning: Optional[SelfTestStatus] = None
+    """The startup self-test of the model's think format (once loaded)."""
 
 
 class Health(BaseModel):
@@ -561,3 +568,7 @@ class Health(BaseModel):
     max_context: int
     max_requests: int
     version: str
+    tool_calling: Optional[SelfTestStatus] = None
+    """The default model's startup self-test of its tool-call format (once loaded)."""
+    reasoning: Optional[SelfTestStatus] = None
+    """The default model's startup self-test of its think format (once loaded)."""
