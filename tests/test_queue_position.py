@@ -71,6 +71,7 @@ def test_waiting_streams_hear_their_place_in_line(make_server, engine, examples)
     assert text == examples["short"]["completion"]
     assert [line for line in rest if line][-1] == "data: [DONE]"
     server.wait_idle()
+    assert set(server.service.models.active.values()) <= {0}  # no request keeps a model resident
 
 
 def test_a_stream_with_a_free_slot_gets_no_queue_comment(server, examples):
@@ -95,6 +96,7 @@ def test_queue_timeout_while_streaming_is_reported_in_band(make_server, engine, 
     assert events[-1] == "[DONE]"
     assert server.service.gate.queued == 0
     server.wait_idle()
+    assert set(server.service.models.active.values()) <= {0}  # no request keeps a model resident
 
 
 def test_full_queue_still_refuses_a_stream_with_429(make_server, engine, examples):
@@ -106,3 +108,4 @@ def test_full_queue_still_refuses_a_stream_with_429(make_server, engine, example
     holder.done()
     assert r.status_code == 429 and r.json()["error"]["code"] == "server_busy"
     server.wait_idle()
+    assert set(server.service.models.active.values()) <= {0}  # no request keeps a model resident
