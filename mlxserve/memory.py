@@ -102,10 +102,15 @@ def check_fits(need: int, *, limit: int, in_use: int, reserved: int = 0) -> None
     """
     free = limit - in_use - reserved
     if need > free:
+        advice = (
+            "No other generation is running: shorten the prompt or max_tokens."
+            if reserved == 0
+            else "Shorten the prompt or max_tokens, or retry when the running generations end."
+        )
         raise InsufficientMemoryError(
             f"Not enough memory for this request: it needs about {_gb(need)} (KV cache and "
             f"activations for its prompt and max_tokens), and {_gb(max(free, 0))} of the "
-            f"{_gb(limit)} memory limit is free. Shorten the prompt or max_tokens, or retry later."
+            f"{_gb(limit)} memory limit is free. {advice}"
         )
 
 

@@ -50,6 +50,10 @@ def test_check_fits_refuses_with_503_and_retry_after():
     err = info.value
     assert err.status_code == 503 and err.code == "insufficient_memory"
     assert int(err.headers()["Retry-After"]) >= 1
+    assert "retry when the running generations end" in err.message
+    with pytest.raises(InsufficientMemoryError) as info:
+        check_fits(51, limit=100, in_use=50)
+    assert "No other generation is running: shorten the prompt or max_tokens." in info.value.message
 
 
 def _tight_limit(engine) -> float:
