@@ -5,8 +5,10 @@ import shutil
 
 import httpx
 import pytest
+from mlx_lm.tokenizer_utils import load
 
 from mlxserve.engine import Engine
+from mlxserve.selftest import run_selftest
 
 # Qwen's chat template without its tools part (and without tool-call rendering).
 NO_TOOLS_TEMPLATE = (
@@ -65,3 +67,13 @@ def test_a_parser_that_cannot_read_its_own_template_is_broken(make_server, model
     assert body["status"] == "ok"  # it still serves: clients learn before a tool call fails
     assert body["tool_calling"] == "broken"
     assert "self-test: tool calling broken: the tool parser read no call" in caplog.text
+
+
+def test_a_model_without_think_markers_has_no_reasoning(model_copy):
+    path = model_copy()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        text = (path / name).read_text()
+        (path / name).write_text(text.replace("<think>", "<thinq>").replace("</think>", "</thinq>"))
+    result = run_selftest(load(path))
+    assert (result.tool_calling, result.reasoning) == ("ok", "unsupported")
+    assert result.reasoning_detail == "the model has no think markers"
