@@ -10,6 +10,7 @@ from mlxserve.app import create_app
 from mlxserve.config import Settings
 from mlxserve.memory import GB, InsufficientMemoryError, ModelShape, check_fits
 from tests.conftest import MODEL_NAME, LiveServer
+from tests.test_queue_position import Holder, _story
 
 LONG_PROMPT = "Tell me a long story. " * 200  # about 1200 tokens
 
@@ -137,3 +138,21 @@ def test_the_memory_limit_setting_reaches_mlx(model_dir, examples):
             assert resp.choices[0].message.content == examples["short"]["completion"]
     finally:
         mx.set_memory_limit(before)
+
+
+def test_a_queued_stream_that_will_not_fit_hears_so_in_band(make_server, engine, examples):
+    """Checked once its slot comes: the refusal follows the queue comments, and nothing leaks."""
+    server = make_server(memory_limit=_tight_limit(engine), keepalive_interval=30)
+    holder = Holder(server, _story(engine, examples))
+    body = {"prompt": LONG_PROMPT, "max_tokens": 100, "stream": True}
+    with server.http() as http, http.stream("POST", "/v1/completions", json=body) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        assert next(lines) == ": queued position=1"
+        holder.done()
+        data = [line for line in lines if line.startswith("data: ")]
+    assert json.loads(data[-2][6:])["error"]["code"] == "insufficient_memory"
+    assert data[-1] == "data: [DONE]"
+    server.wait_idle()
+    assert server.service.reserved_memory == 0
+    assert set(server.service.models.active.values()) <= {0}
