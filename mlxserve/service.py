@@ -405,6 +405,7 @@ def _selftest(engine: Optional[Engine]) -> dict:
     test = engine.selftest if engine is not None else None
     return {"tool_calling": test.tool_calling, "reasoning": test.reasoning} if test else {}
 
+
 def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
     try:
         return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)
