@@ -95,7 +95,9 @@ def check_model(model: str, info: Optional[ModelInfo]) -> Check:
         return Check("model", "PASS", f"{info.path} ({info.source}, {_gb(info.size_bytes)})")
     if looks_like_path(model):
         path = Path(model).expanduser()
-        found = "is not an MLX model (no config.json or *.safetensors)" if path.exists() else "does not exist"
+        found = "does not exist"
+        if path.exists():
+            found = "is not an MLX model (no config.json or *.safetensors)"
         return Check(
             "model", "FAIL", f"{model} {found}",
             "give --model an MLX model directory, an alias, or a Hugging Face repo id "
@@ -292,7 +294,9 @@ def run_checks(settings: Settings, service_manager: Callable = ServiceManager) -
         checks.append(check_service(service_manager().status()))
     except (ServiceError, OSError) as exc:
         checks.append(check_service(None, str(exc)))
-    body, seconds = _health_body(settings.host, settings.port) if probe.state != "down" else (None, 0.0)
+    body, seconds = None, 0.0
+    if probe.state != "down":
+        body, seconds = _health_body(settings.host, settings.port)
     address = f"http://{health.probe_host(settings.host)}:{settings.port}"
     checks.append(check_server(address, probe, body, seconds))
     return checks

@@ -45,7 +45,7 @@ class ModelShape:
     vocab: int
     dtype_bytes: int
     scores_materialized: bool = True
-    """Attention scores are materialized (MLX's CPU path); a GPU's fused kernel keeps them in tiles."""
+    """Attention scores are materialized (MLX's CPU path); a GPU's fused kernel keeps tiles."""
 
     @classmethod
     def from_config(cls, config: dict, *, gpu: bool = False) -> "ModelShape":
@@ -75,7 +75,7 @@ class ModelShape:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.dtype_bytes * allocated
 
     def activation_bytes(self, prompt_tokens: int, total_tokens: int) -> int:
-        """The largest transient buffers: one prefill chunk's attention scores and MLP, the logits."""
+        """The largest transient buffers: a prefill chunk's attention scores and MLP, the logits."""
         chunk = max(1, min(prompt_tokens, PREFILL_STEP))
         # Scores in float32: measured on the CPU backend, the peak is above half-precision scores.
         scores = self.heads * chunk * total_tokens * 4 if self.scores_materialized else 0

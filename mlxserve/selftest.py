@@ -75,7 +75,8 @@ def run_selftest(tokenizer) -> SelfTest:
         ("tool calling", tools, tools_detail),
         ("reasoning", thinking, thinking_detail),
     ):
-        (log.warning if status == "broken" else log.info)("self-test: %s %s: %s", name, status, detail)
+        level = logging.WARNING if status == "broken" else logging.INFO
+        log.log(level, "self-test: %s %s: %s", name, status, detail)
     return result
 
 
@@ -134,7 +135,8 @@ def check_reasoning(tokenizer) -> tuple[Status, str]:
     _render(tokenizer, [question, thinking_turn, question], add_generation_prompt=True)
     prompt = _render(tokenizer, [question], add_generation_prompt=True)
     # A template may open the think block itself (the prompt ends inside it).
-    opened = initial_state(tokenizer, tokenizer.encode(prompt, add_special_tokens=False)) == "reasoning"
+    prompt_tokens = tokenizer.encode(prompt, add_special_tokens=False)
+    opened = initial_state(tokenizer, prompt_tokens) == "reasoning"
     sample = f"{THOUGHT}\n{end}\n\n{ANSWER}" if opened else f"{start}\n{THOUGHT}\n{end}\n\n{ANSWER}"
     event = _parse(tokenizer, prompt, sample)
     if (event.reasoning, event.content) != (THOUGHT, ANSWER):

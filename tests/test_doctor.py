@@ -54,7 +54,8 @@ def test_a_server_whose_self_test_is_broken_is_a_warning():
 
 def _lines(capsys) -> dict:
     out = capsys.readouterr().out
-    return {line.split()[1]: line for line in out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL")}, out
+    checks = [line for line in out.splitlines() if line[:4] in ("PASS", "WARN", "FAIL")]
+    return {line.split()[1]: line for line in checks}, out
 
 
 def test_doctor_on_a_healthy_setup(server, capsys):
