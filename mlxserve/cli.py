@@ -1,4 +1,4 @@
-"""Command line: ``mlxserve serve``, ``mlxserve demo`` and ``mlxserve service ...``.
+"""Command line: ``mlxserve serve``, ``demo``, ``service ...`` and ``doctor``.
 
 The serve flags are generated from :class:`~mlxserve.config.Settings`, so each
 setting is declared once and is also an ``MLXSERVE_*`` environment variable.
@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service_commands.add_service_commands(service, add_settings_flags)
     model_cli.add_model_commands(commands)
+    doctor = commands.add_parser(
+        "doctor",
+        help="Check the platform, MLX, the model, memory, the port, the service and a live "
+        "/healthz; exit 1 on any failure.",
+    )
+    add_settings_flags(doctor)
     return parser
 
 
@@ -117,5 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValidationError, ConfigFileError) as exc:
         print(f"mlxserve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
+    if args.command == "doctor":
+        from mlxserve import doctor
+
+        return doctor.report(doctor.run_checks(settings))
     serve(settings)
     return 0

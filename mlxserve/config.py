@@ -142,6 +142,18 @@ class Settings(BaseSettings):
         description="APIs to serve, comma-separated: openai (/v1/chat/completions...), "
         "anthropic (/v1/messages), ollama (/api/...).",
     )
+    on_overflow: Literal["drop", "error"] = Field(
+        "drop",
+        description="When a chat does not fit the context: 'drop' the oldest messages (and say so "
+        "in the X-MLXServe-Context-Dropped header and usage), or answer 400 'error'.",
+    )
+    memory_limit: Optional[float] = Field(
+        None,
+        gt=0,
+        description="GB (10^9 bytes) of memory MLX may use (mx.set_memory_limit); a request whose "
+        "KV cache and activations would not fit gets 503 insufficient_memory (default: MLX's "
+        "limit, within the GPU's recommended working set).",
+    )
 
     _api_keys: list[str] = PrivateAttr(default_factory=list)
 

@@ -6,9 +6,9 @@ so the exact chat template decides what fits.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
-from mlxserve.errors import ContextLengthExceededError
+from mlxserve.errors import ContextLengthExceededError, MLXServeError
 
 SYSTEM_ROLES = ("system", "developer")
 
@@ -120,3 +120,61 @@ def fit_window(
             else:
                 lo = mid + 1
     return Window(messages=kept, prompt_tokens=tokens, dropped=len(messages) - len(kept))
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """What the window left out of a conversation, as reported to the client.
+
+    Attributes:
+        messages: Messages left out.
+        tokens: Prompt tokens they took: the whole conversation's prompt minus
+            the kept one (``None`` when the chat template rejects the whole
+            conversation, which it need not render any more).
+    """
+
+    messages: int
+    tokens: Optional[int]
+
+
+def window_chat(
+    messages: Sequence[dict],
+    *,
+    render: Render,
+    max_messages: int,
+    context_tokens: int,
+    completion_tokens: int,
+    on_overflow: Literal["drop", "error"] = "drop",
+) -> tuple[Window, Optional[Dropped]]:
+    """:func:`fit_window`, with the ``--on-overflow`` choice and a report of what it dropped.
+
+    Args:
+        on_overflow: ``"drop"`` drops the oldest messages until the prompt fits;
+            ``"error"`` refuses a conversation whose ``max_messages`` window does
+            not fit ``context_tokens`` (the ``--max-context`` window still applies).
+        (the others as for :func:`fit_window`)
+
+    Returns:
+        The window, and what it dropped (``None`` when it kept every message).
+
+    Raises:
+        ContextLengthExceededError: The prompt does not fit (and may not be cut).
+    """
+    if on_overflow == "error":
+        tokens = render(window_by_count(messages, max_messages))
+        if len(tokens) + completion_tokens > context_tokens:
+            raise ContextLengthExceededError(context_tokens, len(tokens), completion_tokens)
+    window = fit_window(
+        messages,
+        render=render,
+        max_messages=max_messages,
+        context_tokens=context_tokens,
+        completion_tokens=completion_tokens,
+    )
+    if not window.dropped:
+        return window, None
+    try:
+        whole = len(render(list(messages)))
+    except MLXServeError:
+        return window, Dropped(window.dropped, None)
+    return window, Dropped(window.dropped, whole - len(window.prompt_tokens))

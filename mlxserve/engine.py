@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -23,6 +23,10 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.utils import load
 
 from mlxserve.errors import GenerationError, ServiceUnavailableError
+from mlxserve.memory import InsufficientMemoryError, ModelShape, device_limit, is_out_of_memory
+
+if TYPE_CHECKING:
+    from mlxserve.selftest import SelfTest
 
 log = logging.getLogger("mlxserve.engine")
 
@@ -184,11 +188,20 @@ class Engine:
     Args:
         model: Hugging Face repo id or local path.
         warmup: Run a short generation before reporting ready.
+        memory_limit: Bytes MLX may use (``mx.set_memory_limit``); ``None`` keeps MLX's.
     """
 
-    def __init__(self, model: str, *, warmup: bool = True):
+    def __init__(self, model: str, *, warmup: bool = True, memory_limit: Optional[int] = None):
         self.model_ref = model
         self.warmup = warmup
+        self.shape: Optional[ModelShape] = None
+        """The model's shape, for memory estimates (set once loaded)."""
+        self.memory_limit = memory_limit or 0
+        """Bytes the server may use (set once loaded)."""
+        self.memory_in_use = 0
+        """Bytes MLX holds, as of the engine thread's last step."""
+        self.selftest: Optional["SelfTest"] = None
+        """The startup self-test of the model's tool-call and reasoning formats (once loaded)."""
         self.state = "loading"
         self.error: Optional[BaseException] = None
         self.model = None
@@ -273,17 +286,27 @@ class Engine:
             self.state = "failed"
             self.ready.set()
             return
+        mx.clear_cache()
+        self.memory_in_use = mx.get_active_memory()
         self.state = "ready"
         self.ready.set()
         self._serve()
 
     def _load(self) -> None:
         t0 = time.perf_counter()
+        if self.memory_limit:
+            mx.set_memory_limit(self.memory_limit)
+        self.memory_limit = device_limit(mx.get_memory_limit(), mx.device_info())
         self.model_path = resolve_model_path(self.model_ref)
         self.model, self.tokenizer, config = load(str(self.model_path), return_config=True)
+        self.shape = ModelShape.from_config(config, gpu=mx.default_device() == mx.gpu)
         self.context_length = context_length(config)
         self.vocab_size = len(self.tokenizer.get_vocab())
         self.generation_config = read_generation_config(self.model_path)
+        # Imported here: the self-test parses with parsing.py, which imports this module.
+        from mlxserve.selftest import run_selftest
+
+        self.selftest = run_selftest(self.tokenizer)
         log.info(
             "loaded %s in %.1fs (context %d tokens)",
             self.model_ref,
@@ -316,6 +339,7 @@ class Engine:
                 if not self._step(run):
                     runs.remove(run)
             self.active_runs = len(runs)
+            self.memory_in_use = mx.get_active_memory()
 
     def _shut_down(self, runs: list[_Run]) -> None:
         self.state = "stopped"
@@ -351,7 +375,7 @@ class Engine:
             self.active_runs = len(runs)
         except Exception as exc:
             log.exception("could not start a generation")
-            self._emit(job, GenerationError(f"Could not start the generation: {exc}"))
+            self._emit(job, self._failure(exc, "Could not start the generation"))
 
     def _step(self, run: _Run) -> bool:
         """Advance ``run`` by one token; returns whether it goes on."""
@@ -371,7 +395,7 @@ class Engine:
             resp = next(run.tokens)
         except Exception as exc:
             log.exception("generation failed")
-            self._finish(run, error=GenerationError(f"Generation failed: {exc}"))
+            self._finish(run, error=self._failure(exc, "Generation failed"))
             return False
         run.completion_tokens = resp.generation_tokens
         self.tokens_generated += 1
@@ -424,6 +448,17 @@ class Engine:
             run.job,
             Delta(held, reason, len(run.job.request.prompt), run.completion_tokens),
         )
+
+    @staticmethod
+    def _failure(exc: Exception, what: str):
+        """The error to report for ``exc``; after an allocation failure, MLX's cache is freed."""
+        if is_out_of_memory(exc):
+            mx.clear_cache()
+            return InsufficientMemoryError(
+                f"{what}: the model ran out of memory ({exc}). The server freed its cache "
+                "and keeps serving; retry with a shorter prompt or max_tokens."
+            )
+        return GenerationError(f"{what}: {exc}")
 
     def _logprob(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
         decode = self.tokenizer.decode

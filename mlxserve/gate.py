@@ -6,6 +6,7 @@ to the next waiter on release, so the count can never drift.
 
 import asyncio
 from collections import deque
+from typing import Optional
 
 from mlxserve.errors import ServerBusyError, ServiceUnavailableError
 
@@ -37,6 +38,7 @@ class Gate:
         self.queue_timeout = queue_timeout
         self.active = 0
         self._waiters: deque[asyncio.Future] = deque()
+        self._moved: Optional[asyncio.Future] = None
 
     @property
     def queued(self) -> int:
@@ -50,9 +52,22 @@ class Gate:
             ServiceUnavailableError: No slot came within ``queue_timeout``.
             asyncio.CancelledError: The caller was cancelled (it leaves the queue).
         """
+        waiter = self.enter()
+        if waiter is not None:
+            await self.wait(waiter)
+
+    def enter(self) -> Optional[asyncio.Future]:
+        """Take a free slot now (returns ``None``) or join the queue (returns the waiter).
+
+        A waiter is done when its slot is granted, or fails with the queue
+        timeout; pass it to :meth:`wait`, or to :meth:`leave` when giving up.
+
+        Raises:
+            ServerBusyError: The queue is full.
+        """
         if self.active < self.capacity and not self._waiters:
             self.active += 1
-            return
+            return None
         if len(self._waiters) >= self.queue_size:
             raise ServerBusyError(
                 f"The server is busy: {self.active} request(s) running and "
@@ -64,25 +79,56 @@ class Gate:
         self._waiters.append(waiter)
         # A timer on the waiter itself (asyncio.timeout is Python 3.11+; wait_for adds a task).
         timer = loop.call_later(self.queue_timeout, _expire, waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
+        return waiter
+
+    async def wait(self, waiter: asyncio.Future) -> None:
+        """Wait until ``waiter`` (from :meth:`enter`) holds a slot.
+
+        Raises:
+            ServiceUnavailableError: No slot came within ``queue_timeout``.
+            asyncio.CancelledError: The caller was cancelled (it leaves the queue).
+        """
         try:
             await waiter
         except BaseException as exc:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # The slot was handed over just as we gave up: pass it on.
-                self.release()
-            else:
-                waiter.cancel()
-                if waiter in self._waiters:  # release() may have skipped past it already
-                    self._waiters.remove(waiter)
+            self.leave(waiter)
             if isinstance(exc, _QueueTimeout):
-                raise ServiceUnavailableError(
-                    f"No generation slot became free within {self.queue_timeout:g} seconds.",
-                    code="queue_timeout",
-                    retry_after=QUEUE_TIMEOUT_RETRY_AFTER,
-                ) from None
+                raise self.timeout_error() from None
             raise
-        finally:
-            timer.cancel()
+
+    def leave(self, waiter: asyncio.Future) -> None:
+        """Give up ``waiter``: out of the queue, or its slot passed on if it was just granted."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            self.release()
+            return
+        waiter.cancel()
+        if waiter in self._waiters:  # release() may have skipped past it already
+            self._waiters.remove(waiter)
+            self._queue_moved()
+
+    def timeout_error(self) -> ServiceUnavailableError:
+        return ServiceUnavailableError(
+            f"No generation slot became free within {self.queue_timeout:g} seconds.",
+            code="queue_timeout",
+            retry_after=QUEUE_TIMEOUT_RETRY_AFTER,
+        )
+
+    def position(self, waiter: asyncio.Future) -> int:
+        """``waiter``'s place in line: 1 is next to get a slot; 0 once it left the queue."""
+        live = [w for w in self._waiters if not w.done()]
+        return live.index(waiter) + 1 if waiter in live else 0
+
+    def moved(self) -> asyncio.Future:
+        """A future that is done the next time the queue moves (a waiter joins or leaves)."""
+        if self._moved is None:
+            self._moved = asyncio.get_running_loop().create_future()
+        return self._moved
+
+    def _queue_moved(self) -> None:
+        moved, self._moved = self._moved, None
+        if moved is not None and not moved.done():
+            moved.set_result(None)
 
     def release(self) -> None:
         """Give a slot back: to the first live waiter, else to the pool."""
@@ -90,5 +136,6 @@ class Gate:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._queue_moved()
                 return
         self.active -= 1

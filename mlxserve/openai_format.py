@@ -11,6 +11,7 @@ import uuid
 from typing import AsyncIterator, Callable, Optional
 
 from mlxserve import __version__
+from mlxserve.context import Dropped
 from mlxserve.engine import Delta, TokenLogprob
 from mlxserve.errors import InternalError, MLXServeError, error_body
 from mlxserve.parsing import Event
@@ -74,6 +75,15 @@ def usage_of(delta: Delta) -> Usage:
     )
 
 
+def chat_usage(delta: Delta, dropped: Optional[Dropped]) -> Usage:
+    """The usage of a chat answer, with what the context window dropped (when it dropped any)."""
+    usage = usage_of(delta)
+    if dropped is not None:
+        usage.context_dropped_messages = dropped.messages
+        usage.context_dropped_tokens = dropped.tokens
+    return usage
+
+
 def _wire_logprob(lp: TokenLogprob) -> WireTokenLogprob:
     return WireTokenLogprob(
         token=lp.token,
@@ -108,7 +118,12 @@ def _tool_call_deltas(calls, first_index: int) -> list[ChoiceDeltaToolCall]:
 
 
 async def chat_stream(
-    events: AsyncIterator[Event], model: str, *, include_usage: bool, logprobs: bool
+    events: AsyncIterator[Event],
+    model: str,
+    *,
+    include_usage: bool,
+    logprobs: bool,
+    dropped: Optional[Dropped] = None,
 ) -> AsyncIterator[str]:
     """SSE ``data`` payloads of a streamed chat completion, ``[DONE]`` last."""
     meta = _Meta(model, "chatcmpl")
@@ -136,14 +151,16 @@ async def chat_stream(
                 yield chunk(ChoiceDelta(), finish=e.finish_reason)
                 if include_usage:
                     yield ChatCompletionChunk(
-                        choices=[], usage=usage_of(e.delta), **meta.common
+                        choices=[], usage=chat_usage(e.delta, dropped), **meta.common
                     ).model_dump_json()
     except Exception as exc:
         yield error_payload(exc)
     yield DONE
 
 
-async def chat_fold(events: AsyncIterator[Event], model: str, *, logprobs: bool) -> ChatCompletion:
+async def chat_fold(
+    events: AsyncIterator[Event], model: str, *, logprobs: bool, dropped: Optional[Dropped] = None
+) -> ChatCompletion:
     """A non-streamed chat completion: the fold of the event stream."""
     meta = _Meta(model, "chatcmpl")
     answer: Optional[Event] = None
@@ -168,7 +185,7 @@ async def chat_fold(events: AsyncIterator[Event], model: str, *, logprobs: bool)
                 logprobs=ChoiceLogprobs(content=lps) if logprobs else None,
             )
         ],
-        usage=usage_of(answer.delta),
+        usage=chat_usage(answer.delta, dropped),
         **meta.common,
     )
 

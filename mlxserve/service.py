@@ -19,7 +19,7 @@ from jinja2 import TemplateError
 from mlxserve import __version__, embeddings
 from mlxserve.config import Settings
 from mlxserve.constraints import Grammars
-from mlxserve.context import fit_window
+from mlxserve.context import Dropped, window_chat
 from mlxserve.engine import Delta, Engine, GenerationRequest, SamplingParams
 from mlxserve.errors import (
     ContextLengthExceededError,
@@ -28,8 +28,10 @@ from mlxserve.errors import (
     ServiceUnavailableError,
 )
 from mlxserve.gate import Gate
+from mlxserve.memory import check_fits, limit_bytes
 from mlxserve.registry import LOADING_RETRY_AFTER, ModelRegistry
 from mlxserve.parsing import AnswerParser, Event, initial_state
+from mlxserve.queueing import Admission
 from mlxserve.schemas.openai import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -86,12 +88,14 @@ class Plan:
         request: What the engine runs.
         parser: For chat: splits the answer into content, reasoning and tool
             calls (the generation then yields :class:`Event` objects).
+        dropped: What the context window left out, if anything.
     """
 
     model: str
     engine: Engine
     request: GenerationRequest
     parser: Optional[AnswerParser] = None
+    dropped: Optional[Dropped] = None
 
 
 class Generation:
@@ -136,8 +140,12 @@ class Service:
 
     def __init__(self, settings: Settings, engine: Optional[Engine] = None):
         self.settings = settings
-        self.models = ModelRegistry(settings, engine)
+        self.models = ModelRegistry(
+            settings, engine, partial(Engine, memory_limit=limit_bytes(settings.memory_limit))
+        )
         self.gate = Gate(settings.max_requests, settings.queue_size, settings.queue_timeout)
+        self.reserved_memory = 0
+        """Memory estimates of the generations running now."""
         self.started = time.time()
         self._grammars: "weakref.WeakKeyDictionary[Engine, Grammars]" = weakref.WeakKeyDictionary()
 
@@ -186,13 +194,14 @@ class Service:
         messages = [m.to_template() for m in body.messages]
         tools = body.offered_tools()
         # Templating and tokenizing are CPU work, not MLX: keep them off the event loop.
-        window = await asyncio.to_thread(
-            fit_window,
+        window, dropped = await asyncio.to_thread(
+            window_chat,
             messages,
             render=partial(_render, engine.tokenizer, tools=tools),
             max_messages=self.settings.max_context,
             context_tokens=self.context_tokens(engine),
             completion_tokens=max_tokens,
+            on_overflow=self.settings.on_overflow,
         )
         log.info(
             "window: kept %d of %d messages (%d dropped), %d prompt tokens",
@@ -213,7 +222,7 @@ class Service:
             reasoning=self.settings.reasoning,
             parallel=body.parallel_tool_calls is not False,
         )
-        return Plan(model_id, engine, request, parser)
+        return Plan(model_id, engine, request, parser, dropped)
 
     async def plan_completion(self, body: CompletionRequest) -> Plan:
         """The generation for a raw-prompt completion (no chat template)."""
@@ -236,12 +245,63 @@ class Service:
         except BaseException:
             self.models.ended(plan.model)
             raise
+        return self._start(plan)
+
+    def enter(self, plan: Plan) -> Admission:
+        """Take a slot now or a place in the queue, without waiting (for streams).
+
+        The model stays resident from here until the admission is closed.
+
+        Raises:
+            ServerBusyError: The queue is full.
+        """
+        self.models.began(plan.model)
+        try:
+            waiter = self.gate.enter()
+        except BaseException:
+            self.models.ended(plan.model)
+            raise
+        return Admission(
+            self.gate, waiter, partial(self._start, plan), left=partial(self.models.ended, plan.model)
+        )
+
+    def _start(self, plan: Plan) -> Generation:
+        """Start the plan on its engine in the gate slot the caller holds.
+
+        Raises:
+            InsufficientMemoryError: Its KV cache and activations would not fit
+                (the slot is given back).
+        """
+        try:
+            need = self._reserve_memory(plan)
+        except BaseException:
+            self.gate.release()
+            self.models.ended(plan.model)
+            raise
 
         def release():
+            self.reserved_memory -= need
             self.gate.release()
             self.models.ended(plan.model)
 
         return Generation(plan.engine.generate(plan.request), release, plan.parser)
+
+    def _reserve_memory(self, plan: Plan) -> int:
+        """Check that ``plan`` fits in memory, and count it until it ends; returns its estimate."""
+        engine, request = plan.engine, plan.request
+        if engine.shape is None:
+            return 0
+        need = engine.shape.request_bytes(len(request.prompt), request.max_tokens)
+        # One process-wide number, as each engine thread last saw it.
+        in_use = max(e.memory_in_use for e in self.models.engines.values())
+        check_fits(
+            need,
+            limit=limit_bytes(self.settings.memory_limit) or engine.memory_limit,
+            in_use=in_use,
+            reserved=self.reserved_memory,
+        )
+        self.reserved_memory += need
+        return need
 
     async def embed(self, body: EmbeddingRequest) -> tuple[str, np.ndarray, int]:
         """Embeddings for every input: the model id, unit vectors (one row each), token count.
@@ -322,7 +382,11 @@ class Service:
             "status": status,
             "model": self.model_name,
             "models": [
-                {"id": model_id, "status": {"ready": "ok"}.get(state, state)}
+                {
+                    "id": model_id,
+                    "status": {"ready": "ok"}.get(state, state),
+                    **_selftest(self.models.engines[model_id]),
+                }
                 for model_id, state in states.items()
             ],
             "uptime_seconds": round(time.time() - self.started, 3),
@@ -332,7 +396,14 @@ class Service:
             "max_context": self.settings.max_context,
             "max_requests": self.settings.max_requests,
             "version": __version__,
+            **_selftest(self.models.engines.get(self.model_name)),
         }
+
+
+def _selftest(engine: Optional[Engine]) -> dict:
+    """The startup self-test's verdicts for ``engine``'s model, once it is loaded."""
+    test = engine.selftest if engine is not None else None
+    return {"tool_calling": test.tool_calling, "reasoning": test.reasoning} if test else {}
 
 
 def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:

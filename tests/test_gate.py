@@ -110,3 +110,22 @@ def test_exception_inside_a_slot_releases_it():
         assert gate.active == 0
 
     run(main())
+
+
+def test_positions_move_up_and_moved_fires():
+    async def main():
+        gate = Gate(capacity=1, queue_size=3, queue_timeout=5)
+        assert gate.enter() is None  # a free slot: taken at once
+        a, b, c = gate.enter(), gate.enter(), gate.enter()
+        assert [gate.position(w) for w in (a, b, c)] == [1, 2, 3]
+        moved = gate.moved()
+        gate.leave(b)
+        assert moved.done() and gate.queued == 2
+        assert [gate.position(w) for w in (a, b, c)] == [1, 0, 2]
+        moved = gate.moved()
+        gate.release()  # the slot goes to a
+        assert moved.done() and a.done() and gate.position(c) == 1
+        gate.leave(a)  # a gives up a slot it was just granted: it passes on to c
+        assert c.done() and gate.active == 1 and gate.queued == 0
+
+    run(main())

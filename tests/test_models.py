@@ -150,7 +150,7 @@ def test_switching_loads_the_other_model_and_unloads_the_idle_one(server, exampl
     # One resident model by default: the test model made room.
     assert list(server.service.models.engines) == ["llama"]
     health = httpx.get(server.url + "/healthz").json()
-    assert health["models"] == [{"id": "llama", "status": "ok"}]
+    assert [(m["id"], m["status"]) for m in health["models"]] == [("llama", "ok")]
     # And back: the test model reloads by its name and answers as trained.
     back = wait_until_served(server, "test-model")
     reply = server.openai().chat.completions.create(model="test-model", messages=HELLO)

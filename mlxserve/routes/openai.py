@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from mlxserve import embeddings, openai_format
 from mlxserve.errors import NotFoundError
 from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
+from mlxserve.queueing import queued_stream
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.schemas.openai import (
     ChatCompletion,
@@ -28,19 +29,25 @@ from mlxserve.schemas.openai import (
 router = APIRouter()
 
 CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in logs
+CONTEXT_DROPPED_HEADER = "X-MLXServe-Context-Dropped"
 
 
-async def _respond(request: Request, svc, admission, *, stream: bool, to_stream, to_fold):
-    """Wait for ``admission`` (a gate slot), then stream the generation as SSE or fold it."""
+async def _respond(request: Request, svc, plan, *, stream: bool, to_stream, to_fold, headers=None):
+    """Run ``plan``: stream it as SSE (queue comments while it waits) or fold it.
+
+    ``headers`` go on a stream's response; a folded answer's route sets its own.
+    """
+    if stream:
+        admission = svc.enter(plan)
+        return GenerationSSE(
+            queued_stream(admission, to_stream, svc.settings.keepalive_interval),
+            admission,
+            headers=headers,
+            ping=svc.settings.keepalive_interval,
+            shutdown_grace_period=svc.settings.drain_timeout,
+        )
     try:
-        generation = await until_disconnect(request, admission)
-        if stream:
-            return GenerationSSE(
-                to_stream(generation),
-                generation,
-                ping=svc.settings.keepalive_interval,
-                shutdown_grace_period=svc.settings.drain_timeout,
-            )
+        generation = await until_disconnect(request, svc.admit(plan))
         try:
             return await until_disconnect(request, to_fold(generation))
         finally:
@@ -54,21 +61,29 @@ def _include_usage(body) -> bool:
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion)
-async def chat_completions(body: ChatCompletionRequest, request: Request, svc: ServiceDep):
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, response: Response, svc: ServiceDep
+):
     plan = await svc.plan_chat(body)
     logprobs = bool(body.logprobs)
+    headers = {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
+    response.headers.update(headers)
     return await _respond(
         request,
         svc,
-        svc.admit(plan),
+        plan,
         stream=bool(body.stream),
         to_stream=partial(
             openai_format.chat_stream,
             model=plan.model,
             include_usage=_include_usage(body),
             logprobs=logprobs,
+            dropped=plan.dropped,
         ),
-        to_fold=partial(openai_format.chat_fold, model=plan.model, logprobs=logprobs),
+        to_fold=partial(
+            openai_format.chat_fold, model=plan.model, logprobs=logprobs, dropped=plan.dropped
+        ),
+        headers=headers,
     )
 
 
@@ -83,7 +98,7 @@ async def completions(body: CompletionRequest, request: Request, svc: ServiceDep
     return await _respond(
         request,
         svc,
-        svc.admit(plan),
+        plan,
         stream=bool(body.stream),
         to_stream=partial(
             openai_format.completion_stream, include_usage=_include_usage(body), **shared

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -353,6 +354,18 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+    context_dropped_messages: Optional[int] = None
+    """mlxserve extension: messages the context window left out (only when it left some out)."""
+    context_dropped_tokens: Optional[int] = None
+    """mlxserve extension: the prompt tokens those messages would have taken."""
+
+    @model_serializer(mode="wrap")
+    def _extensions_when_set(self, handler) -> dict:
+        out = handler(self)
+        for key in ("context_dropped_messages", "context_dropped_tokens"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
 
 
 class TopLogprob(BaseModel):
@@ -532,9 +545,16 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
+SelfTestStatus = Literal["ok", "unsupported", "broken"]
+
+
 class ModelStatus(BaseModel):
     id: str
     status: Literal["ok", "loading", "failed", "stopped"]
+    tool_calling: Optional[SelfTestStatus] = None
+    """The startup self-test of the model's tool-call format (once loaded)."""
+    reasoning: Optional[SelfTestStatus] = None
+    """The startup self-test of the model's think format (once loaded)."""
 
 
 class Health(BaseModel):
@@ -548,3 +568,7 @@ class Health(BaseModel):
     max_context: int
     max_requests: int
     version: str
+    tool_calling: Optional[SelfTestStatus] = None
+    """The default model's startup self-test of its tool-call format (once loaded)."""
+    reasoning: Optional[SelfTestStatus] = None
+    """The default model's startup self-test of its think format (once loaded)."""

@@ -1,0 +1,125 @@
+"""What the context window dropped, told to the client; --on-overflow error refuses instead."""
+
+import openai
+import pytest
+
+from mlxserve.context import Dropped, window_chat
+from mlxserve.errors import ContextLengthExceededError
+from tests.conftest import sse_events
+from tests.test_chat import prompt_len
+from tests.test_context import CHAT, render_words
+
+OLD = [
+    {"role": "user", "content": "Tell me about the weather in a very long and winding way."},
+    {"role": "assistant", "content": "It was a calm and quiet day with a light breeze."},
+]
+
+
+def test_window_chat_reports_dropped_messages_and_their_tokens():
+    window, dropped = window_chat(
+        CHAT, render=render_words, max_messages=0, context_tokens=25, completion_tokens=8
+    )
+    assert dropped == Dropped(2, len(render_words(CHAT)) - len(window.prompt_tokens))
+    assert dropped.tokens == 6  # "one" and "two": 3 tokens each
+
+
+def test_window_chat_reports_nothing_when_all_fits():
+    _, dropped = window_chat(
+        CHAT, render=render_words, max_messages=0, context_tokens=100, completion_tokens=8
+    )
+    assert dropped is None
+
+
+def test_on_overflow_error_refuses_instead_of_dropping():
+    with pytest.raises(ContextLengthExceededError) as info:
+        window_chat(
+            CHAT,
+            render=render_words,
+            max_messages=0,
+            context_tokens=25,
+            completion_tokens=8,
+            on_overflow="error",
+        )
+    assert info.value.message.startswith("This model's maximum context length is 25 tokens.")
+    assert "resulted in 31 tokens (23 in the messages, 8 in the completion)" in info.value.message
+
+
+def test_on_overflow_error_still_applies_the_message_window():
+    window, dropped = window_chat(
+        CHAT,
+        render=render_words,
+        max_messages=1,
+        context_tokens=25,
+        completion_tokens=8,
+        on_overflow="error",
+    )
+    assert [m["content"] for m in window.messages] == ["be brief", "no emojis", "five"]
+    assert dropped.messages == 4
+
+
+def _budget(engine, examples):
+    return prompt_len(engine, examples["short"]["messages"]) + 40
+
+
+def test_dropped_messages_in_header_and_usage(make_server, engine, examples):
+    question = examples["short"]["messages"]
+    server = make_server(max_context_tokens=_budget(engine, examples))
+    raw = server.openai().chat.completions.with_raw_response.create(
+        model="x", messages=OLD + question, max_tokens=40
+    )
+    resp = raw.parse()
+    assert raw.headers["X-MLXServe-Context-Dropped"] == "2"
+    assert resp.usage.context_dropped_messages == 2
+    dropped_tokens = prompt_len(engine, OLD + question) - prompt_len(engine, question)
+    assert resp.usage.context_dropped_tokens == dropped_tokens
+    assert resp.usage.prompt_tokens == prompt_len(engine, question)
+
+
+def test_dropped_messages_in_a_stream(make_server, engine, examples):
+    question = examples["short"]["messages"]
+    server = make_server(max_context_tokens=_budget(engine, examples))
+    body = {
+        "messages": OLD + question,
+        "max_tokens": 40,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with server.http() as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.headers["X-MLXServe-Context-Dropped"] == "2"
+        events = sse_events(r)
+    usage = [e["usage"] for e in events if isinstance(e, dict) and e.get("usage")]
+    assert usage[0]["context_dropped_messages"] == 2
+    assert usage[0]["context_dropped_tokens"] > 0
+
+
+def test_nothing_dropped_means_no_header_and_plain_usage(server, examples):
+    raw = server.openai().chat.completions.with_raw_response.create(
+        model="x", messages=OLD + examples["short"]["messages"], max_tokens=40
+    )
+    assert "X-MLXServe-Context-Dropped" not in raw.headers
+    usage = raw.parse().usage
+    assert usage.model_extra == {}
+    assert set(usage.model_dump(exclude_none=True)) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+    }
+
+
+def test_on_overflow_error_is_a_400_like_openai(make_server, engine, examples):
+    question = examples["short"]["messages"]
+    budget = _budget(engine, examples)
+    server = make_server(max_context_tokens=budget, on_overflow="error")
+    with pytest.raises(openai.BadRequestError) as info:
+        server.openai().chat.completions.create(model="x", messages=OLD + question, max_tokens=40)
+    err = info.value.body
+    assert err["code"] == "context_length_exceeded" and err["param"] == "messages"
+    total = prompt_len(engine, OLD + question) + 40
+    assert err["message"].startswith(
+        f"This model's maximum context length is {budget} tokens. "
+        f"However, your messages resulted in {total} tokens"
+    )
+    # What fits is answered as usual.
+    resp = server.openai().chat.completions.create(model="x", messages=question, max_tokens=40)
+    assert resp.choices[0].message.content == examples["short"]["completion"]
