@@ -22,7 +22,7 @@ from mlxserve.errors import (
 )
 from mlxserve.http import BodySizeLimit, JSONBodies
 from mlxserve.protocols import error_body_for
-from mlxserve.routes import anthropic, health, ollama, openai, web
+from mlxserve.routes import anthropic, health, ollama, openai, responses, web
 from mlxserve.service import Service
 
 log = logging.getLogger("mlxserve.app")
@@ -97,6 +97,8 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
     for name, router in PROTOCOL_ROUTERS.items():
         if name in settings.protocol_names:
             app.include_router(router)
+    if "openai" in settings.protocol_names:
+        app.include_router(responses.router)
     app.include_router(health.router)
     app.include_router(web.router)
     app.add_middleware(JSONBodies)

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
         "KV cache and activations would not fit gets 503 insufficient_memory (default: MLX's "
         "limit, within the GPU's recommended working set).",
     )
+    response_store_size: int = Field(
+        256, ge=0, description="Responses kept in memory for previous_response_id (0: none)."
+    )
+    response_store_ttl: float = Field(
+        3600.0, gt=0, description="Seconds a stored response is kept for previous_response_id."
+    )
 
     _api_keys: list[str] = PrivateAttr(default_factory=list)
 

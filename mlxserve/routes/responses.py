@@ -1,0 +1,88 @@
+"""OpenAI Responses API routes: /v1/responses, thin over the chat path and the response store."""
+
+from functools import partial
+
+from fastapi import APIRouter, Request
+
+from mlxserve import responses_format
+from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, new_id
+from mlxserve.responses_store import ResponseStore
+from mlxserve.routes.deps import ServiceDep
+from mlxserve.routes.openai import _respond
+from mlxserve.schemas.responses import InputItemList, Response, ResponseDeleted, ResponsesRequest
+
+router = APIRouter()
+
+
+def _store(request: Request) -> ResponseStore:
+    """The app's response store, made on first use from its settings."""
+    state = request.app.state
+    if not hasattr(state, "responses"):
+        settings = state.service.settings
+        state.responses = ResponseStore(settings.response_store_size, settings.response_store_ttl)
+    return state.responses
+
+
+def _with_ids(items: list) -> list[dict]:
+    """Input items as stored: wire dicts, each with an id."""
+    out = []
+    for item in items:
+        data = item.model_dump(exclude_none=True)
+        data.setdefault("id", new_id("msg" if data["type"] == "message" else "item"))
+        out.append(data)
+    return out
+
+
+@router.post("/v1/responses", response_model=Response)
+async def create_response(body: ResponsesRequest, request: Request, svc: ServiceDep):
+    store = _store(request)
+    context: list[dict] = []
+    if body.previous_response_id is not None:
+        context = store.get(body.previous_response_id, param="previous_response_id").conversation()
+    chat = chat_request(body, input_items.validate_python(context))
+    plan = await svc.plan_chat(chat)
+    builder = ResponseBuilder(
+        responses_format.new_response(body, plan.model),
+        summary=bool(body.reasoning and body.reasoning.summary),
+    )
+    given = _with_ids(body.items())
+
+    def keep(response: Response) -> None:
+        if body.store is not False:
+            store.put(response, given, context + given)
+
+    async def fold(events):
+        response = await responses_format.response_fold(events, builder)
+        keep(response)
+        return response
+
+    return await _respond(
+        request,
+        svc,
+        svc.admit(plan),
+        stream=bool(body.stream),
+        to_stream=partial(responses_format.response_stream, builder=builder, on_done=keep),
+        to_fold=fold,
+    )
+
+
+@router.get("/v1/responses/{response_id}", response_model=Response)
+async def get_response(response_id: str, request: Request):
+    return _store(request).get(response_id).response
+
+
+@router.delete("/v1/responses/{response_id}", response_model=ResponseDeleted)
+async def delete_response(response_id: str, request: Request):
+    _store(request).delete(response_id)
+    return ResponseDeleted(id=response_id)
+
+
+@router.get("/v1/responses/{response_id}/input_items", response_model=InputItemList)
+async def list_input_items(response_id: str, request: Request):
+    """This response's input items, newest first (as OpenAI lists them by default)."""
+    items = list(reversed(_store(request).get(response_id).input))
+    return InputItemList(
+        data=items,
+        first_id=items[0]["id"] if items else None,
+        last_id=items[-1]["id"] if items else None,
+    )
