@@ -72,6 +72,20 @@ def to_messages(items: list) -> list[dict]:
     return out
 
 
+def stored_items(items: list) -> list[dict]:
+    """Input items as the store keeps and lists them: wire dicts with an id, text as parts."""
+    out = []
+    for item in items:
+        data = item.model_dump(exclude_none=True)
+        if isinstance(item, MessageItem):
+            kind = "output_text" if item.role == "assistant" else "input_text"
+            data["content"] = [{"type": kind, "text": item.text()}]
+            data["status"] = "completed"
+        data.setdefault("id", new_id("msg" if isinstance(item, MessageItem) else "item"))
+        out.append(data)
+    return out
+
+
 # Where a chat completions field came from, for error messages.
 _PARAMS = {
     "messages": "input",

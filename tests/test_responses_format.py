@@ -5,7 +5,7 @@ import pytest
 from mlxserve.engine import Delta
 from mlxserve.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from mlxserve.parsing import Event, ToolCall
-from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, new_response
+from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, new_response, stored_items
 from mlxserve.responses_store import ResponseStore
 from mlxserve.schemas.responses import ResponsesRequest
 
@@ -343,3 +343,20 @@ def test_store_delete_and_size_zero():
     off = ResponseStore(0, 60)
     with pytest.raises(NotFoundError):
         off.get(stored(off, 1))
+
+
+def test_stored_items_have_ids_and_text_parts():
+    body = ResponsesRequest(
+        input=[
+            {"role": "user", "content": "Weather?"},
+            {"type": "function_call", "id": "fc_1", "call_id": "c1", "name": "get_weather"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+        ]
+    )
+    message, call, output = stored_items(body.items())
+    assert message["content"] == [{"type": "input_text", "text": "Weather?"}] and message["id"].startswith("msg_")
+    assert call["id"] == "fc_1" and call["call_id"] == "c1"
+    assert output["id"].startswith("item_") and output["output"] == "sunny"
+    # what the store keeps reads back as the same conversation
+    again = chat_request(ResponsesRequest(input="Next?"), input_items.validate_python([message, call, output]))
+    assert [m.role for m in again.messages] == ["user", "assistant", "tool", "user"]

@@ -5,7 +5,7 @@ from functools import partial
 from fastapi import APIRouter, Request
 
 from mlxserve import responses_format
-from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, new_id
+from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, stored_items
 from mlxserve.responses_store import ResponseStore
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.routes.openai import _respond
@@ -23,16 +23,6 @@ def _store(request: Request) -> ResponseStore:
     return state.responses
 
 
-def _with_ids(items: list) -> list[dict]:
-    """Input items as stored: wire dicts, each with an id."""
-    out = []
-    for item in items:
-        data = item.model_dump(exclude_none=True)
-        data.setdefault("id", new_id("msg" if data["type"] == "message" else "item"))
-        out.append(data)
-    return out
-
-
 @router.post("/v1/responses", response_model=Response)
 async def create_response(body: ResponsesRequest, request: Request, svc: ServiceDep):
     store = _store(request)
@@ -45,7 +35,7 @@ async def create_response(body: ResponsesRequest, request: Request, svc: Service
         responses_format.new_response(body, plan.model),
         summary=bool(body.reasoning and body.reasoning.summary),
     )
-    given = _with_ids(body.items())
+    given = stored_items(body.items())
 
     def keep(response: Response) -> None:
         if body.store is not False:

@@ -47,6 +47,7 @@ class MessageItem(_Request):
     """A message: ``{"role", "content"}``, with or without ``"type": "message"``."""
 
     type: Literal["message"] = "message"
+    id: Optional[str] = None
     role: Literal["user", "assistant", "system", "developer"]
     content: Union[str, list[InputText]]
 
@@ -58,6 +59,7 @@ class FunctionCallItem(_Request):
     """A function call the model made earlier (an output item sent back as input)."""
 
     type: Literal["function_call"]
+    id: Optional[str] = None
     call_id: str
     name: str
     arguments: str = "{}"
@@ -67,6 +69,7 @@ class FunctionCallOutputItem(_Request):
     """The result of a function call, for the model to answer."""
 
     type: Literal["function_call_output"]
+    id: Optional[str] = None
     call_id: str
     output: Union[str, list[InputText]]
 
@@ -79,6 +82,7 @@ class ReasoningInputItem(_Request):
     templates drop earlier turns' reasoning)."""
 
     type: Literal["reasoning"]
+    id: Optional[str] = None
 
 
 SUPPORTED_ITEMS = ("message", "function_call", "function_call_output", "reasoning")
@@ -86,15 +90,17 @@ SUPPORTED_ITEMS = ("message", "function_call", "function_call_output", "reasonin
 
 def _item_type(value) -> Optional[str]:
     kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in SUPPORTED_ITEMS else None
+    return f"[{kind}]" if kind in SUPPORTED_ITEMS else None
 
 
+# Tags in brackets, like pydantic's own union branch names ("list[str]"), so that
+# error locations leave them out: "input.0.role", not "input.0.message.role".
 InputItem = Annotated[
     Union[
-        Annotated[MessageItem, Tag("message")],
-        Annotated[FunctionCallItem, Tag("function_call")],
-        Annotated[FunctionCallOutputItem, Tag("function_call_output")],
-        Annotated[ReasoningInputItem, Tag("reasoning")],
+        Annotated[MessageItem, Tag("[message]")],
+        Annotated[FunctionCallItem, Tag("[function_call]")],
+        Annotated[FunctionCallOutputItem, Tag("[function_call_output]")],
+        Annotated[ReasoningInputItem, Tag("[reasoning]")],
     ],
     Discriminator(
         _item_type,
