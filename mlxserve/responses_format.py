@@ -191,7 +191,7 @@ class ResponseBuilder:
         self.summary = summary
         self.sequence = 0
         self.current: Optional[OutputMessage | ReasoningOutput] = None
-        self.text = ""
+        self.pieces: list[str] = []  # the current item's text so far
         self.reasoning_tokens = 0
         self.tokens = 0
 
@@ -245,7 +245,7 @@ class ResponseBuilder:
         out = []
         if not isinstance(self.current, kind):
             out += self._close() + self._open(kind)
-        self.text += text
+        self.pieces.append(text)
         where = dict(item_id=self.current.id, output_index=self._index)
         if kind is OutputMessage:
             out.append(self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[]))
@@ -261,7 +261,7 @@ class ResponseBuilder:
         else:
             item = ReasoningOutput(id=new_id("rs"), status="in_progress", summary=[], content=[])
         self.response.output.append(item)
-        self.current, self.text = item, ""
+        self.current, self.pieces = item, []
         where = dict(item_id=item.id, output_index=self._index)
         out = [self._event("response.output_item.added", output_index=self._index, item=item.model_dump())]
         if kind is OutputMessage:
@@ -276,7 +276,7 @@ class ResponseBuilder:
         return out
 
     def _close(self, status: str = "completed") -> list[dict]:
-        item, text = self.current, self.text
+        item, text = self.current, "".join(self.pieces)
         if item is None:
             return []
         self.current = None

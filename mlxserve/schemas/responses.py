@@ -262,7 +262,7 @@ class ReasoningOutput(BaseModel):
     content: list[ReasoningText]
 
 
-OutputItem = Union[OutputMessage, FunctionCallOutput, ReasoningOutput]
+OutputItem = Annotated[Union[OutputMessage, FunctionCallOutput, ReasoningOutput], Field(discriminator="type")]
 
 
 class InputTokensDetails(BaseModel):
