@@ -183,17 +183,19 @@ class ResponseBuilder:
 
     Args:
         response: The in-progress response (:func:`new_response`).
+        count_tokens: Tokens in a text (for ``reasoning_tokens``: counting the
+            reasoning text itself does not depend on how the steps were batched).
         summary: Stream reasoning as summary text (``reasoning.summary`` was asked).
     """
 
-    def __init__(self, response: Response, *, summary: bool = False):
+    def __init__(self, response: Response, *, count_tokens: Callable[[str], int], summary: bool = False):
         self.response = response
+        self.count_tokens = count_tokens
         self.summary = summary
         self.sequence = 0
         self.current: Optional[OutputMessage | ReasoningOutput] = None
         self.pieces: list[str] = []  # the current item's text so far
-        self.reasoning_tokens = 0
-        self.tokens = 0
+        self.reasoning: list[str] = []  # every reasoning piece, for reasoning_tokens
 
     def _event(self, type: str, **fields) -> dict:
         event = {"type": type, "sequence_number": self.sequence, **fields}
@@ -222,9 +224,6 @@ class ResponseBuilder:
             out += self._text(OutputMessage, event.content)
         for call in event.tool_calls:
             out += self._close() + self._call(call)
-        if event.reasoning and not event.content:
-            self.reasoning_tokens += event.delta.completion_tokens - self.tokens
-        self.tokens = event.delta.completion_tokens
         if event.finish_reason is not None:
             out += self._finish(event)
         return out
@@ -246,6 +245,8 @@ class ResponseBuilder:
         if not isinstance(self.current, kind):
             out += self._close() + self._open(kind)
         self.pieces.append(text)
+        if kind is ReasoningOutput:
+            self.reasoning.append(text)
         where = dict(item_id=self.current.id, output_index=self._index)
         if kind is OutputMessage:
             out.append(self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[]))
@@ -341,7 +342,9 @@ class ResponseBuilder:
             input_tokens=prompt,
             output_tokens=completion,
             total_tokens=prompt + completion,
-            output_tokens_details=OutputTokensDetails(reasoning_tokens=self.reasoning_tokens),
+            output_tokens_details=OutputTokensDetails(
+                reasoning_tokens=self.count_tokens("".join(self.reasoning)) if self.reasoning else 0
+            ),
         )
         kind = "response.incomplete" if truncated else "response.completed"
         return out + [self._event(kind, response=self._snapshot())]

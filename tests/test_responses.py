@@ -169,13 +169,14 @@ def test_streamed_function_call(server, examples):
     assert reply.output_text == examples["add_result"]["completion"]
 
 
-def test_reasoning_item(server, examples):
+def test_reasoning_item(server, engine, examples):
     r = server.openai().responses.create(model="m", input=prompt_of(examples["think"]))
     reasoning, message = r.output
     assert reasoning.type == "reasoning" and reasoning.id.startswith("rs_")
     assert [c.text for c in reasoning.content] == ["2 plus 3 makes 5."]
     assert r.output_text == "The answer is 5."
-    assert 0 < r.usage.output_tokens_details.reasoning_tokens < r.usage.output_tokens
+    thought = engine.tokenizer.encode("2 plus 3 makes 5.", add_special_tokens=False)
+    assert r.usage.output_tokens_details.reasoning_tokens == len(thought) < r.usage.output_tokens
 
 
 def test_reasoning_summary_stream(server, examples):

@@ -34,8 +34,13 @@ def events(*steps, finish="stop", prompt=10):
     return out
 
 
+def words(text: str) -> int:
+    return len(text.split())
+
+
 def run(evts, summary=False, **request):
-    builder = ResponseBuilder(new_response(ResponsesRequest(input="hi", **request), "m"), summary=summary)
+    response = new_response(ResponsesRequest(input="hi", **request), "m")
+    builder = ResponseBuilder(response, count_tokens=words, summary=summary)
     out = builder.start()
     for e in evts:
         out += builder.feed(e)
@@ -109,7 +114,7 @@ def test_reasoning_then_answer_makes_two_items():
     assert [c.text for c in reasoning.content] == ["2 plus 3."] and reasoning.summary == []
     assert message.content[0].text == "Five."
     assert out[2]["output_index"] == 0 and out[9]["output_index"] == 1
-    assert response.usage.output_tokens_details.reasoning_tokens == 2
+    assert response.usage.output_tokens_details.reasoning_tokens == 3  # "2 plus 3." in words
 
 
 def test_reasoning_summary_streams_as_summary_text():
@@ -174,7 +179,7 @@ def test_empty_answer_is_an_empty_message():
 
 
 def test_failure_after_start_is_error_then_failed():
-    builder = ResponseBuilder(new_response(ResponsesRequest(input="hi"), "m"))
+    builder = ResponseBuilder(new_response(ResponsesRequest(input="hi"), "m"), count_tokens=words)
     out = builder.start() + builder.feed(events(("Hi", "", ()), ("!", "", ()))[0])
     out += builder.fail(ServiceUnavailableError("The server is shutting down.", code="shutting_down"))
     assert types(out)[-2:] == ["error", "response.failed"]

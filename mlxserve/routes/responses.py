@@ -31,8 +31,10 @@ async def create_response(body: ResponsesRequest, request: Request, svc: Service
         context = store.get(body.previous_response_id, param="previous_response_id").conversation()
     chat = chat_request(body, input_items.validate_python(context))
     plan = await svc.plan_chat(chat)
+    tokenizer = plan.engine.tokenizer
     builder = ResponseBuilder(
         responses_format.new_response(body, plan.model),
+        count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
         summary=bool(body.reasoning and body.reasoning.summary),
     )
     given = stored_items(body.items())
