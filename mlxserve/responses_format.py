@@ -23,6 +23,7 @@ from mlxserve.schemas.responses import (
     FunctionCallOutputItem,
     IncompleteDetails,
     InputItem,
+    InputItemList,
     MessageItem,
     OutputMessage,
     OutputText,
@@ -84,6 +85,27 @@ def stored_items(items: list) -> list[dict]:
         data.setdefault("id", new_id("msg" if isinstance(item, MessageItem) else "item"))
         out.append(data)
     return out
+
+
+def input_item_page(items: list[dict], *, limit: int, order: str, after: Optional[str]) -> InputItemList:
+    """One page of stored input items, as OpenAI lists them.
+
+    Raises:
+        InvalidRequestError: ``after`` names no item of this response.
+    """
+    ordered = items if order == "asc" else items[::-1]
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise InvalidRequestError(f"No input item with id '{after}' in this response.", param="after")
+        ordered = ordered[ids.index(after) + 1 :]
+    page = ordered[:limit]
+    return InputItemList(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(ordered) > limit,
+    )
 
 
 # Where a chat completions field came from, for error messages.

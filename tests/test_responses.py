@@ -224,6 +224,28 @@ def test_text_format_gives_json(server, examples, fmt):
     assert r.text.format.type == fmt["type"]
 
 
+def test_parse_with_a_pydantic_model(server, examples):
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        city: str
+        country: str
+
+    r = server.openai().responses.parse(model="m", input=prompt_of(examples["json"]), text_format=City)
+    assert r.output_parsed == City(city="Paris", country="France")
+
+
+def test_required_tool_choice_forces_a_call(server, examples):
+    tools = weather_tools(examples)
+    r = server.openai().responses.create(
+        model="m", input=prompt_of(examples["tool_call"]), tools=tools, tool_choice="required"
+    )
+    [call] = r.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    assert r.tool_choice == "required" and r.tools[0].name == "get_weather"
+
+
 def test_instructions_are_a_system_message(server, engine, examples):
     short = examples["short"]
     client = server.openai()
@@ -240,11 +262,14 @@ def test_retrieve_delete_and_input_items(server, examples):
     r = client.responses.create(model="m", input=prompt_of(examples["short"]), metadata={"who": "test"})
     got = client.responses.retrieve(r.id)
     assert got.model_dump() == r.model_dump() and got.metadata == {"who": "test"}
-    items = client.responses.input_items.list(r.id)
+    items = client.responses.input_items.list(r.id, limit=5, order="asc")
     [item] = items.data
+    assert items.has_more is False and items.first_id == item.id
     assert item.type == "message" and item.role == "user" and item.id
     assert [(c.type, c.text) for c in item.content] == [("input_text", prompt_of(examples["short"]))]
     with server.http() as http:
+        assert_envelope(http.get(f"/v1/responses/{r.id}/input_items?limit=0"), 400)
+        assert_envelope(http.get(f"/v1/responses/{r.id}/input_items?after=x"), 400, param="after")
         deleted = http.delete(f"/v1/responses/{r.id}")
         assert deleted.json() == {"id": r.id, "object": "response", "deleted": True}
         assert_envelope(http.get(f"/v1/responses/{r.id}"), 404, param="response_id")

@@ -5,7 +5,14 @@ import pytest
 from mlxserve.engine import Delta
 from mlxserve.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from mlxserve.parsing import Event, ToolCall
-from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, new_response, stored_items
+from mlxserve.responses_format import (
+    ResponseBuilder,
+    chat_request,
+    input_item_page,
+    input_items,
+    new_response,
+    stored_items,
+)
 from mlxserve.responses_store import ResponseStore
 from mlxserve.schemas.responses import ResponsesRequest
 
@@ -365,3 +372,17 @@ def test_stored_items_have_ids_and_text_parts():
     # what the store keeps reads back as the same conversation
     again = chat_request(ResponsesRequest(input="Next?"), input_items.validate_python([message, call, output]))
     assert [m.role for m in again.messages] == ["user", "assistant", "tool", "user"]
+
+
+def test_input_item_pages():
+    items = [{"id": f"i{n}"} for n in range(5)]
+    page = input_item_page(items, limit=2, order="desc", after=None)
+    assert [i["id"] for i in page.data] == ["i4", "i3"] and page.has_more
+    assert (page.first_id, page.last_id) == ("i4", "i3")
+    page = input_item_page(items, limit=2, order="desc", after="i1")
+    assert [i["id"] for i in page.data] == ["i0"] and not page.has_more
+    page = input_item_page(items, limit=20, order="asc", after="i2")
+    assert [i["id"] for i in page.data] == ["i3", "i4"]
+    with pytest.raises(InvalidRequestError) as info:
+        input_item_page(items, limit=2, order="asc", after="nope")
+    assert info.value.param == "after"

@@ -1,8 +1,9 @@
 """OpenAI Responses API routes: /v1/responses, thin over the chat path and the response store."""
 
 from functools import partial
+from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from mlxserve import responses_format
 from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, stored_items
@@ -70,11 +71,13 @@ async def delete_response(response_id: str, request: Request):
 
 
 @router.get("/v1/responses/{response_id}/input_items", response_model=InputItemList)
-async def list_input_items(response_id: str, request: Request):
-    """This response's input items, newest first (as OpenAI lists them by default)."""
-    items = list(reversed(_store(request).get(response_id).input))
-    return InputItemList(
-        data=items,
-        first_id=items[0]["id"] if items else None,
-        last_id=items[-1]["id"] if items else None,
-    )
+async def list_input_items(
+    response_id: str,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    order: Literal["asc", "desc"] = "desc",
+    after: Optional[str] = None,
+):
+    """This response's input items, a page at a time (newest first unless ``order=asc``)."""
+    items = _store(request).get(response_id).input
+    return responses_format.input_item_page(items, limit=limit, order=order, after=after)
