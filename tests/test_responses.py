@@ -316,6 +316,9 @@ GOOD = "Say hello."
         ({"input": GOOD, "temperature": 3}, "temperature", []),
         ({"input": GOOD, "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format", ["schema"]),
         ({"input": GOOD, "text": {"format": {"type": "xml"}}}, "text.format.type", []),
+        ({"input": GOOD, "background": True}, "background", ["background"]),
+        ({"input": GOOD, "conversation": "conv_1"}, "conversation", ["conversation"]),
+        ({"input": GOOD, "prompt": {"id": "pmpt_1"}}, "prompt", ["prompt"]),
     ],
 )
 def test_invalid_requests_are_400(server, body, param, words):
@@ -409,3 +412,40 @@ def test_failure_mid_stream_is_an_error_event_then_failed(make_server, model_dir
     assert data[-1]["response"]["status"] == "failed"
     assert data[-1]["response"]["error"]["message"] == data[-2]["message"]
     server.wait_idle()
+
+
+def test_a_coding_agent_shaped_conversation(server, examples):
+    """The request shape Codex CLI sends: stateless (store false), history resent, items as parts.
+
+    (Without its instructions and strict flags: the test model answers only its trained prompts.)
+    """
+    common = {
+        "model": "m",
+        "tools": weather_tools(examples),
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+        "reasoning": {"effort": "medium", "summary": "auto"},
+        "store": False,
+        "include": ["reasoning.encrypted_content"],
+        "prompt_cache_key": "session-1",
+        "text": {"verbosity": "medium"},
+    }
+    user = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": prompt_of(examples["tool_call"])}],
+    }
+    first = raw_stream(server, {**common, "input": [user]})
+    done = [data["item"] for name, data in first if name == "response.output_item.done"]
+    [call] = done
+    assert call["type"] == "function_call" and json.loads(call["arguments"]) == {"city": "Paris"}
+    assert first[-1][0] == "response.completed"
+    history = [
+        user,
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": None},
+        call,
+        {"type": "function_call_output", "call_id": call["call_id"], "output": weather_result(examples)},
+    ]
+    second = raw_stream(server, {**common, "input": history})
+    text = "".join(data["delta"] for name, data in second if name == "response.output_text.delta")
+    assert text == examples["tool_result"]["completion"]

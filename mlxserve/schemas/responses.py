@@ -196,6 +196,17 @@ class ResponsesRequest(_Request):
     previous_response_id: Optional[str] = None
     metadata: Optional[dict[str, str]] = None
     user: Optional[str] = None
+    # Accepted only when unset: ignoring them would silently answer something else.
+    background: Optional[bool] = None
+    conversation: Optional[Union[str, dict]] = None
+    prompt: Optional[dict] = None
+
+    @field_validator("background", "conversation", "prompt")
+    @classmethod
+    def _unsupported(cls, value, info):
+        if value:
+            raise ValueError(f"'{info.field_name}' is not supported by this server.")
+        return value
 
     @field_validator("input")
     @classmethod
