@@ -1,30 +1,21 @@
-"""The Responses API over the one chat path.
+"""Parsed answers as Responses API output: the event sequence, and the response as its fold.
 
-A Responses request becomes a :class:`ChatCompletionRequest` (:func:`chat_request`);
-the parsed :class:`~mlxserve.parsing.Event` stream becomes the Responses event
-sequence (:class:`ResponseBuilder`), and a non-streamed response is the fold of
+The parsed :class:`~mlxserve.parsing.Event` stream becomes the Responses event
+sequence (:class:`ResponseBuilder`); a non-streamed response is the fold of
 that same sequence, so both agree item for item.
 """
 
 import json
 import logging
 import time
-import uuid
 from typing import AsyncIterator, Callable, Optional
 
-from pydantic import TypeAdapter, ValidationError
-
-from mlxserve.errors import InternalError, InvalidRequestError, MLXServeError
+from mlxserve.errors import InternalError, MLXServeError
 from mlxserve.parsing import Event, ToolCall
-from mlxserve.schemas.openai import ChatCompletionRequest
+from mlxserve.responses_request import new_id
 from mlxserve.schemas.responses import (
-    FunctionCallItem,
     FunctionCallOutput,
-    FunctionCallOutputItem,
     IncompleteDetails,
-    InputItem,
-    InputItemList,
-    MessageItem,
     OutputMessage,
     OutputText,
     OutputTokensDetails,
@@ -39,135 +30,6 @@ from mlxserve.schemas.responses import (
 
 log = logging.getLogger("mlxserve.responses")
 
-input_items = TypeAdapter(list[InputItem])
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
-
-
-# ---- request -> chat completions request ----
-
-
-def to_messages(items: list) -> list[dict]:
-    """Input items as chat messages: consecutive function calls join one assistant turn.
-
-    Reasoning items are left out: chat templates drop earlier turns' reasoning.
-    """
-    out: list[dict] = []
-    for item in items:
-        if isinstance(item, MessageItem):
-            out.append({"role": item.role, "content": item.text()})
-        elif isinstance(item, FunctionCallItem):
-            call = {
-                "id": item.call_id,
-                "type": "function",
-                "function": {"name": item.name, "arguments": item.arguments},
-            }
-            if out and out[-1]["role"] == "assistant":
-                out[-1].setdefault("tool_calls", []).append(call)
-            else:
-                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif isinstance(item, FunctionCallOutputItem):
-            out.append({"role": "tool", "tool_call_id": item.call_id, "content": item.text()})
-    return out
-
-
-def stored_items(items: list) -> list[dict]:
-    """Input items as the store keeps and lists them: wire dicts with an id, text as parts."""
-    out = []
-    for item in items:
-        data = item.model_dump(exclude_none=True)
-        if isinstance(item, MessageItem):
-            kind = "output_text" if item.role == "assistant" else "input_text"
-            data["content"] = [{"type": kind, "text": item.text()}]
-            data["status"] = "completed"
-        data.setdefault("id", new_id("msg" if isinstance(item, MessageItem) else "item"))
-        out.append(data)
-    return out
-
-
-def input_item_page(items: list[dict], *, limit: int, order: str, after: Optional[str]) -> InputItemList:
-    """One page of stored input items, as OpenAI lists them.
-
-    Raises:
-        InvalidRequestError: ``after`` names no item of this response.
-    """
-    ordered = items if order == "asc" else items[::-1]
-    if after is not None:
-        ids = [item["id"] for item in ordered]
-        if after not in ids:
-            raise InvalidRequestError(f"No input item with id '{after}' in this response.", param="after")
-        ordered = ordered[ids.index(after) + 1 :]
-    page = ordered[:limit]
-    return InputItemList(
-        data=page,
-        first_id=page[0]["id"] if page else None,
-        last_id=page[-1]["id"] if page else None,
-        has_more=len(ordered) > limit,
-    )
-
-
-# Where a chat completions field came from, for error messages.
-_PARAMS = {
-    "messages": "input",
-    "max_tokens": "max_output_tokens",
-    "response_format": "text.format",
-}
-
-
-def chat_request(body: ResponsesRequest, history: list) -> ChatCompletionRequest:
-    """The chat completions request that answers ``body``.
-
-    Args:
-        body: The Responses request.
-        history: Earlier items (from ``previous_response_id``), before ``body``'s input.
-
-    Raises:
-        InvalidRequestError: The translated request is invalid (named by the
-            Responses parameter).
-    """
-    messages = []
-    if body.instructions:
-        messages.append({"role": "system", "content": body.instructions})
-    messages += to_messages(history + body.items())
-    data: dict = {
-        "model": body.model,
-        "messages": messages,
-        "max_tokens": body.max_output_tokens,
-        "temperature": body.temperature,
-        "top_p": body.top_p,
-        "parallel_tool_calls": body.parallel_tool_calls,
-    }
-    if body.tools:
-        data["tools"] = [
-            {"type": "function", "function": t.model_dump(exclude={"type"}, exclude_none=True)}
-            for t in body.tools
-        ]
-    choice = body.tool_choice
-    if choice is not None and not isinstance(choice, str):
-        data["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
-    elif choice == "required" or (choice and body.tools):
-        # "auto" and "none" without tools mean nothing: OpenAI accepts them.
-        data["tool_choice"] = choice
-    fmt = body.text.format if body.text else None
-    if fmt is not None and fmt.type == "json_object":
-        data["response_format"] = {"type": "json_object"}
-    elif fmt is not None and fmt.type == "json_schema":
-        schema = fmt.model_dump(exclude={"type"}, exclude_none=True, by_alias=True)
-        data["response_format"] = {"type": "json_schema", "json_schema": schema}
-    try:
-        return ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first.get("loc") else "input"
-        param = _PARAMS.get(field, field)
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidRequestError(f"Invalid value for '{param}': {message}", param=param) from None
-
-
-# ---- events -> the Responses event sequence ----
-
 
 def new_response(body: ResponsesRequest, model: str) -> Response:
     """The in-progress response for ``body``: its id and the request settings it echoes."""
@@ -181,12 +43,16 @@ def new_response(body: ResponsesRequest, model: str) -> Response:
         model=model,
         parallel_tool_calls=body.parallel_tool_calls is not False,
         previous_response_id=body.previous_response_id,
-        reasoning=(body.reasoning.model_dump() if body.reasoning else {"effort": None, "summary": None}),
+        reasoning=(
+            body.reasoning.model_dump() if body.reasoning else {"effort": None, "summary": None}
+        ),
         store=body.store is not False,
         temperature=body.temperature,
-        text={"format": (body.text.format.model_dump(exclude_none=True, by_alias=True))}
-        if body.text and body.text.format
-        else {"format": {"type": "text"}},
+        text=(
+            {"format": (body.text.format.model_dump(exclude_none=True, by_alias=True))}
+            if body.text and body.text.format
+            else {"format": {"type": "text"}}
+        ),
         tool_choice=choice if isinstance(choice, str) else choice.model_dump(exclude_none=True),
         tools=[t.model_dump(exclude_none=True) for t in body.tools or []],
         top_p=body.top_p,
@@ -210,7 +76,9 @@ class ResponseBuilder:
         summary: Stream reasoning as summary text (``reasoning.summary`` was asked).
     """
 
-    def __init__(self, response: Response, *, count_tokens: Callable[[str], int], summary: bool = False):
+    def __init__(
+        self, response: Response, *, count_tokens: Callable[[str], int], summary: bool = False
+    ):
         self.response = response
         self.count_tokens = count_tokens
         self.summary = summary
@@ -251,7 +119,7 @@ class ResponseBuilder:
         return out
 
     def fail(self, exc: BaseException) -> list[dict]:
-        """The events for a failure after the stream started: ``error``, then ``response.failed``."""
+        """The events for a failure once the stream started: ``error``, then ``response.failed``."""
         if not isinstance(exc, MLXServeError):
             log.error("response stream failed: %s", exc)
             exc = InternalError(f"The generation failed: {exc}")
@@ -271,11 +139,21 @@ class ResponseBuilder:
             self.reasoning.append(text)
         where = dict(item_id=self.current.id, output_index=self._index)
         if kind is OutputMessage:
-            out.append(self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[]))
+            out.append(
+                self._event(
+                    "response.output_text.delta", **where, content_index=0, delta=text, logprobs=[]
+                )
+            )
         elif self.summary:
-            out.append(self._event("response.reasoning_summary_text.delta", **where, summary_index=0, delta=text))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_text.delta", **where, summary_index=0, delta=text
+                )
+            )
         else:
-            out.append(self._event("response.reasoning_text.delta", **where, content_index=0, delta=text))
+            out.append(
+                self._event("response.reasoning_text.delta", **where, content_index=0, delta=text)
+            )
         return out
 
     def _open(self, kind) -> list[dict]:
@@ -286,16 +164,28 @@ class ResponseBuilder:
         self.response.output.append(item)
         self.current, self.pieces = item, []
         where = dict(item_id=item.id, output_index=self._index)
-        out = [self._event("response.output_item.added", output_index=self._index, item=item.model_dump())]
+        out = [
+            self._event(
+                "response.output_item.added", output_index=self._index, item=item.model_dump()
+            )
+        ]
         if kind is OutputMessage:
             part = OutputText(text="").model_dump()
-            out.append(self._event("response.content_part.added", **where, content_index=0, part=part))
+            out.append(
+                self._event("response.content_part.added", **where, content_index=0, part=part)
+            )
         elif self.summary:
             part = SummaryText(text="").model_dump()
-            out.append(self._event("response.reasoning_summary_part.added", **where, summary_index=0, part=part))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.added", **where, summary_index=0, part=part
+                )
+            )
         else:
             part = ReasoningText(text="").model_dump()
-            out.append(self._event("response.content_part.added", **where, content_index=0, part=part))
+            out.append(
+                self._event("response.content_part.added", **where, content_index=0, part=part)
+            )
         return out
 
     def _close(self, status: str = "completed") -> list[dict]:
@@ -309,15 +199,21 @@ class ResponseBuilder:
             part = OutputText(text=text)
             item.content = [part]
             out = [
-                self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]),
-                self._event("response.content_part.done", **where, content_index=0, part=part.model_dump()),
+                self._event(
+                    "response.output_text.done", **where, content_index=0, text=text, logprobs=[]
+                ),
+                self._event(
+                    "response.content_part.done", **where, content_index=0, part=part.model_dump()
+                ),
             ]
         else:
             item.content = [ReasoningText(text=text)]
             if self.summary:
                 item.summary = [SummaryText(text=text)]
                 out = [
-                    self._event("response.reasoning_summary_text.done", **where, summary_index=0, text=text),
+                    self._event(
+                        "response.reasoning_summary_text.done", **where, summary_index=0, text=text
+                    ),
                     self._event(
                         "response.reasoning_summary_part.done",
                         **where,
@@ -327,12 +223,21 @@ class ResponseBuilder:
                 ]
             else:
                 out = [
-                    self._event("response.reasoning_text.done", **where, content_index=0, text=text),
                     self._event(
-                        "response.content_part.done", **where, content_index=0, part=item.content[0].model_dump()
+                        "response.reasoning_text.done", **where, content_index=0, text=text
+                    ),
+                    self._event(
+                        "response.content_part.done",
+                        **where,
+                        content_index=0,
+                        part=item.content[0].model_dump(),
                     ),
                 ]
-        return out + [self._event("response.output_item.done", output_index=self._index, item=item.model_dump())]
+        return out + [
+            self._event(
+                "response.output_item.done", output_index=self._index, item=item.model_dump()
+            )
+        ]
 
     def _call(self, call: ToolCall) -> list[dict]:
         item = FunctionCallOutput(
@@ -340,13 +245,22 @@ class ResponseBuilder:
         )
         self.response.output.append(item)
         where = dict(item_id=item.id, output_index=self._index)
-        added = self._event("response.output_item.added", output_index=self._index, item=item.model_dump())
+        added = self._event(
+            "response.output_item.added", output_index=self._index, item=item.model_dump()
+        )
         item.arguments, item.status = call.arguments, "completed"
         return [
             added,
             self._event("response.function_call_arguments.delta", **where, delta=call.arguments),
-            self._event("response.function_call_arguments.done", **where, name=call.name, arguments=call.arguments),
-            self._event("response.output_item.done", output_index=self._index, item=item.model_dump()),
+            self._event(
+                "response.function_call_arguments.done",
+                **where,
+                name=call.name,
+                arguments=call.arguments,
+            ),
+            self._event(
+                "response.output_item.done", output_index=self._index, item=item.model_dump()
+            ),
         ]
 
     def _finish(self, event: Event) -> list[dict]:
@@ -357,7 +271,9 @@ class ResponseBuilder:
         out += self._close("incomplete" if truncated else "completed")
         response = self.response
         response.status = "incomplete" if truncated else "completed"
-        response.incomplete_details = IncompleteDetails(reason="max_output_tokens") if truncated else None
+        response.incomplete_details = (
+            IncompleteDetails(reason="max_output_tokens") if truncated else None
+        )
         response.completed_at = int(time.time())
         prompt, completion = event.delta.prompt_tokens, event.delta.completion_tokens
         response.usage = ResponseUsage(

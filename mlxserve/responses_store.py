@@ -7,10 +7,10 @@ at most ``ttl`` seconds. Nothing is written to disk; a restart forgets them all.
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
-from mlxserve.errors import NotFoundError
-from mlxserve.schemas.responses import Response
+from mlxserve.errors import InvalidRequestError, NotFoundError
+from mlxserve.schemas.responses import InputItemList, Response
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,9 @@ class ResponseStore:
         stored = self._items.get(response_id)
         if stored is None:
             raise NotFoundError(
-                f"Response with id '{response_id}' not found.", param=param, code="response_not_found"
+                f"Response with id '{response_id}' not found.",
+                param=param,
+                code="response_not_found",
             )
         return stored
 
@@ -92,3 +94,28 @@ class ResponseStore:
         """
         self.get(response_id)
         del self._items[response_id]
+
+
+def input_item_page(
+    items: list[dict], *, limit: int, order: str, after: Optional[str]
+) -> InputItemList:
+    """One page of stored input items, as OpenAI lists them.
+
+    Raises:
+        InvalidRequestError: ``after`` names no item of this response.
+    """
+    ordered = items if order == "asc" else items[::-1]
+    if after is not None:
+        ids = [item["id"] for item in ordered]
+        if after not in ids:
+            raise InvalidRequestError(
+                f"No input item with id '{after}' in this response.", param="after"
+            )
+        ordered = ordered[ids.index(after) + 1 :]
+    page = ordered[:limit]
+    return InputItemList(
+        data=page,
+        first_id=page[0]["id"] if page else None,
+        last_id=page[-1]["id"] if page else None,
+        has_more=len(ordered) > limit,
+    )

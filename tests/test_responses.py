@@ -1,4 +1,4 @@
-"""/v1/responses over real HTTP, with the openai SDK's responses client, on the trained test model."""
+"""/v1/responses over real HTTP with the openai SDK's responses client, on the trained model."""
 
 import json
 import threading
@@ -32,13 +32,16 @@ def prompt_of(example) -> str:
 def raw_stream(server, body) -> list[tuple[str, dict]]:
     """(event name, data) pairs of an SSE response, as sent."""
     pairs, name = [], None
-    with server.http() as http, http.stream("POST", "/v1/responses", json={**body, "stream": True}) as r:
+    with (
+        server.http() as http,
+        http.stream("POST", "/v1/responses", json={**body, "stream": True}) as r,
+    ):
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         for line in r.iter_lines():
             if line.startswith("event: "):
-                name = line[len("event: "):]
+                name = line[len("event: ") :]
             elif line.startswith("data: "):
-                pairs.append((name, json.loads(line[len("data: "):])))
+                pairs.append((name, json.loads(line[len("data: ") :])))
                 name = None
     return pairs
 
@@ -50,7 +53,9 @@ def test_trained_answer_non_stream(server, engine, examples):
     assert r.model == "test-model"
     assert r.output_text == short["completion"]
     [message] = r.output
-    assert message.type == "message" and message.role == "assistant" and message.status == "completed"
+    assert (
+        message.type == "message" and message.role == "assistant" and message.status == "completed"
+    )
     assert [c.type for c in message.content] == ["output_text"]
     prompt = engine.tokenizer.apply_chat_template(short["messages"], add_generation_prompt=True)
     answer = engine.tokenizer.encode(short["completion"], add_special_tokens=False)
@@ -104,7 +109,9 @@ def test_stream_and_non_stream_agree(server, examples):
     plain = client.responses.create(model="m", input=prompt_of(example))
     with client.responses.stream(model="m", input=prompt_of(example)) as stream:
         streamed = stream.get_final_response()
-    strip = lambda r: [{k: v for k, v in o.model_dump(exclude_none=True).items() if k != "id"} for o in r.output]  # noqa: E731
+    strip = lambda r: [
+        {k: v for k, v in o.model_dump(exclude_none=True).items() if k != "id"} for o in r.output
+    ]  # noqa: E731
     assert strip(plain) == strip(streamed)
     assert plain.usage == streamed.usage
 
@@ -119,9 +126,16 @@ def test_function_call_round_trip_resending_the_conversation(server, examples):
     assert call.name == "get_weather" and json.loads(call.arguments) == {"city": "Paris"}
     assert call.call_id.startswith("call_") and call.id.startswith("fc_")
     assert first.output_text == ""
-    result = {"type": "function_call_output", "call_id": call.call_id, "output": weather_result(examples)}
+    result = {
+        "type": "function_call_output",
+        "call_id": call.call_id,
+        "output": weather_result(examples),
+    }
     second = client.responses.create(
-        model="m", input=question + [call.model_dump(exclude_none=True), result], tools=tools, store=False
+        model="m",
+        input=question + [call.model_dump(exclude_none=True), result],
+        tools=tools,
+        store=False,
     )
     assert second.output_text == examples["tool_result"]["completion"]
     with pytest.raises(openai.NotFoundError):
@@ -136,7 +150,13 @@ def test_previous_response_id_continues_with_only_the_tool_output(server, exampl
     second = client.responses.create(
         model="m",
         previous_response_id=first.id,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": weather_result(examples)}],
+        input=[
+            {
+                "type": "function_call_output",
+                "call_id": call.call_id,
+                "output": weather_result(examples),
+            }
+        ],
         tools=tools,
     )
     assert second.output_text == examples["tool_result"]["completion"]
@@ -181,9 +201,13 @@ def test_reasoning_item(server, engine, examples):
 
 def test_reasoning_summary_stream(server, examples):
     with server.openai().responses.stream(
-        model="m", input=prompt_of(examples["think"]), reasoning={"effort": "low", "summary": "auto"}
+        model="m",
+        input=prompt_of(examples["think"]),
+        reasoning={"effort": "low", "summary": "auto"},
     ) as stream:
-        summary = "".join(e.delta for e in stream if e.type == "response.reasoning_summary_text.delta")
+        summary = "".join(
+            e.delta for e in stream if e.type == "response.reasoning_summary_text.delta"
+        )
         final = stream.get_final_response()
     assert summary == "2 plus 3 makes 5."
     assert [s.text for s in final.output[0].summary] == [summary]
@@ -219,7 +243,9 @@ def test_max_output_tokens_is_incomplete(server, examples):
     ],
 )
 def test_text_format_gives_json(server, examples, fmt):
-    r = server.openai().responses.create(model="m", input=prompt_of(examples["json"]), text={"format": fmt})
+    r = server.openai().responses.create(
+        model="m", input=prompt_of(examples["json"]), text={"format": fmt}
+    )
     assert json.loads(r.output_text) == json.loads(examples["json"]["completion"])
     assert r.text.format.type == fmt["type"]
 
@@ -231,7 +257,9 @@ def test_parse_with_a_pydantic_model(server, examples):
         city: str
         country: str
 
-    r = server.openai().responses.parse(model="m", input=prompt_of(examples["json"]), text_format=City)
+    r = server.openai().responses.parse(
+        model="m", input=prompt_of(examples["json"]), text_format=City
+    )
     assert r.output_parsed == City(city="Paris", country="France")
 
 
@@ -250,7 +278,9 @@ def test_instructions_are_a_system_message(server, engine, examples):
     short = examples["short"]
     client = server.openai()
     plain = client.responses.create(model="m", input=prompt_of(short), max_output_tokens=1)
-    told = client.responses.create(model="m", input=prompt_of(short), instructions="Be brief.", max_output_tokens=1)
+    told = client.responses.create(
+        model="m", input=prompt_of(short), instructions="Be brief.", max_output_tokens=1
+    )
     messages = [{"role": "system", "content": "Be brief."}] + short["messages"]
     prompt = engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
     assert told.usage.input_tokens == len(prompt) > plain.usage.input_tokens
@@ -259,14 +289,18 @@ def test_instructions_are_a_system_message(server, engine, examples):
 
 def test_retrieve_delete_and_input_items(server, examples):
     client = server.openai()
-    r = client.responses.create(model="m", input=prompt_of(examples["short"]), metadata={"who": "test"})
+    r = client.responses.create(
+        model="m", input=prompt_of(examples["short"]), metadata={"who": "test"}
+    )
     got = client.responses.retrieve(r.id)
     assert got.model_dump() == r.model_dump() and got.metadata == {"who": "test"}
     items = client.responses.input_items.list(r.id, limit=5, order="asc")
     [item] = items.data
     assert items.has_more is False and items.first_id == item.id
     assert item.type == "message" and item.role == "user" and item.id
-    assert [(c.type, c.text) for c in item.content] == [("input_text", prompt_of(examples["short"]))]
+    assert [(c.type, c.text) for c in item.content] == [
+        ("input_text", prompt_of(examples["short"]))
+    ]
     with server.http() as http:
         assert_envelope(http.get(f"/v1/responses/{r.id}/input_items?limit=0"), 400)
         assert_envelope(http.get(f"/v1/responses/{r.id}/input_items?after=x"), 400, param="after")
@@ -301,7 +335,11 @@ GOOD = "Say hello."
         ({"input": ""}, "input", []),
         ({"input": []}, "input", []),
         ({"input": GOOD, "tools": [{"type": "web_search"}]}, "tools.0", ["web_search"]),
-        ({"input": GOOD, "tools": [{"type": "file_search", "vector_store_ids": []}]}, "tools.0", ["file_search"]),
+        (
+            {"input": GOOD, "tools": [{"type": "file_search", "vector_store_ids": []}]},
+            "tools.0",
+            ["file_search"],
+        ),
         ({"input": GOOD, "tools": [{"type": "function"}]}, "tools.0", ["name"]),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
@@ -314,7 +352,11 @@ GOOD = "Say hello."
         ({"input": GOOD, "tool_choice": {"type": "web_search_preview"}}, "tool_choice", []),
         ({"input": GOOD, "max_output_tokens": 0}, "max_output_tokens", []),
         ({"input": GOOD, "temperature": 3}, "temperature", []),
-        ({"input": GOOD, "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format", ["schema"]),
+        (
+            {"input": GOOD, "text": {"format": {"type": "json_schema", "name": "x"}}},
+            "text.format",
+            ["schema"],
+        ),
         ({"input": GOOD, "text": {"format": {"type": "xml"}}}, "text.format.type", []),
         ({"input": GOOD, "background": True}, "background", ["background"]),
         ({"input": GOOD, "conversation": "conv_1"}, "conversation", ["conversation"]),
@@ -360,7 +402,10 @@ def test_disconnect_mid_stream_frees_the_slot(make_server, engine, examples):
     server = make_server(max_requests=1)
     before = engine.tokens_generated
     body = {"input": prompt_of(examples["long"]), "max_output_tokens": 2000, "stream": True}
-    with httpx.Client(base_url=server.url, timeout=30) as http, http.stream("POST", "/v1/responses", json=body) as r:
+    with (
+        httpx.Client(base_url=server.url, timeout=30) as http,
+        http.stream("POST", "/v1/responses", json=body) as r,
+    ):
         deltas = 0
         for line in r.iter_lines():
             deltas += line == "event: response.output_text.delta"
@@ -382,7 +427,9 @@ def test_loading_model_is_503(make_server, model_dir):
     server = make_server(engine_=engine)
     try:
         with server.http() as http:
-            err = assert_envelope(http.post("/v1/responses", json={"input": GOOD}), 503, code="model_loading")
+            err = assert_envelope(
+                http.post("/v1/responses", json={"input": GOOD}), 503, code="model_loading"
+            )
         assert err["type"] == "server_error"
     finally:
         release.set()
@@ -444,8 +491,49 @@ def test_a_coding_agent_shaped_conversation(server, examples):
         user,
         {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": None},
         call,
-        {"type": "function_call_output", "call_id": call["call_id"], "output": weather_result(examples)},
+        {
+            "type": "function_call_output",
+            "call_id": call["call_id"],
+            "output": weather_result(examples),
+        },
     ]
     second = raw_stream(server, {**common, "input": history})
     text = "".join(data["delta"] for name, data in second if name == "response.output_text.delta")
     assert text == examples["tool_result"]["completion"]
+
+
+def test_window_drops_the_oldest_turns_of_a_continued_conversation(make_server, examples):
+    server = make_server(max_context=1)
+    short = examples["short"]
+    with server.http() as http:
+        first = http.post("/v1/responses", json={"input": prompt_of(short)}).json()
+        r = http.post(
+            "/v1/responses", json={"input": prompt_of(short), "previous_response_id": first["id"]}
+        )
+    assert r.headers["X-MLXServe-Context-Dropped"] == "2"
+    assert r.json()["output"][0]["content"][0]["text"] == short["completion"]
+
+
+def test_served_with_the_openai_protocol_only(make_server):
+    server = make_server(protocols="anthropic")
+    with server.http() as http:
+        assert http.post("/v1/responses", json={"input": GOOD}).status_code == 404
+
+
+def test_queue_timeout_while_streaming_is_an_error_event(make_server, engine, examples):
+    from tests.test_queue_position import Holder, _story
+
+    server = make_server(max_requests=1, queue_size=4, queue_timeout=0.3, keepalive_interval=30)
+    holder = Holder(server, _story(engine, examples))
+    body = {"input": prompt_of(examples["short"]), "stream": True}
+    lines = []
+    with server.http() as http, http.stream("POST", "/v1/responses", json=body) as r:
+        assert r.status_code == 200
+        lines = list(r.iter_lines())
+    holder.done()
+    assert lines[0] == ": queued position=1"
+    names = [line[7:] for line in lines if line.startswith("event: ")]
+    assert names == ["response.created", "response.in_progress", "error", "response.failed"]
+    error = json.loads([line for line in lines if line.startswith("data: ")][2][6:])
+    assert error["code"] == "queue_timeout" and error["sequence_number"] == 2
+    server.wait_idle()

@@ -1,26 +1,24 @@
-"""The Responses API translation, as pure functions: request -> chat request, events -> event sequence."""
+"""The Responses API translation as pure functions: request -> chat request, events -> events."""
 
 import pytest
 
 from mlxserve.engine import Delta
 from mlxserve.errors import InvalidRequestError, NotFoundError, ServiceUnavailableError
 from mlxserve.parsing import Event, ToolCall
-from mlxserve.responses_format import (
-    ResponseBuilder,
-    chat_request,
-    input_item_page,
-    input_items,
-    new_response,
-    stored_items,
-)
-from mlxserve.responses_store import ResponseStore
+from mlxserve.responses_format import ResponseBuilder, new_response
+from mlxserve.responses_request import chat_request, input_items, stored_items
+from mlxserve.responses_store import ResponseStore, input_item_page
 from mlxserve.schemas.responses import ResponsesRequest
 
 WEATHER = {
     "type": "function",
     "name": "get_weather",
     "description": "Get the current weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
 }
 
 
@@ -150,7 +148,9 @@ def test_tool_call_items():
     ]
     added, delta, done, item_done = out[2:6]
     assert added["item"]["arguments"] == "" and added["item"]["status"] == "in_progress"
-    assert delta["delta"] == done["arguments"] == '{"city": "Paris"}' and done["name"] == "get_weather"
+    assert (
+        delta["delta"] == done["arguments"] == '{"city": "Paris"}' and done["name"] == "get_weather"
+    )
     assert item_done["item"] == {
         "id": added["item"]["id"],
         "type": "function_call",
@@ -170,11 +170,16 @@ def test_text_then_two_calls():
 
 
 def test_length_is_incomplete():
-    out, response = run(events(("Once", "", ()), (" upon", "", ()), finish="length"), max_output_tokens=2)
+    out, response = run(
+        events(("Once", "", ()), (" upon", "", ()), finish="length"), max_output_tokens=2
+    )
     assert types(out)[-1] == "response.incomplete"
     assert response.status == "incomplete"
     assert response.incomplete_details.reason == "max_output_tokens"
-    assert response.output[0].status == "incomplete" and response.output[0].content[0].text == "Once upon"
+    assert (
+        response.output[0].status == "incomplete"
+        and response.output[0].content[0].text == "Once upon"
+    )
     assert response.max_output_tokens == 2
 
 
@@ -188,7 +193,9 @@ def test_empty_answer_is_an_empty_message():
 def test_failure_after_start_is_error_then_failed():
     builder = ResponseBuilder(new_response(ResponsesRequest(input="hi"), "m"), count_tokens=words)
     out = builder.start() + builder.feed(events(("Hi", "", ()), ("!", "", ()))[0])
-    out += builder.fail(ServiceUnavailableError("The server is shutting down.", code="shutting_down"))
+    out += builder.fail(
+        ServiceUnavailableError("The server is shutting down.", code="shutting_down")
+    )
     assert types(out)[-2:] == ["error", "response.failed"]
     error, failed = out[-2:]
     assert error["code"] == "shutting_down" and "shutting down" in error["message"]
@@ -240,13 +247,35 @@ def test_items_become_messages():
     req = chat(
         input=[
             {"role": "developer", "content": "Rules."},
-            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Weather?"}],
+            },
             {"type": "reasoning", "id": "rs_1", "summary": []},
-            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
-            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
-            {"type": "function_call", "call_id": "c2", "name": "get_weather", "arguments": '{"city": "Rome"}'},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Checking."}],
+            },
+            {
+                "type": "function_call",
+                "call_id": "c1",
+                "name": "get_weather",
+                "arguments": '{"city": "Paris"}',
+            },
+            {
+                "type": "function_call",
+                "call_id": "c2",
+                "name": "get_weather",
+                "arguments": '{"city": "Rome"}',
+            },
             {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
-            {"type": "function_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "rain"}]},
+            {
+                "type": "function_call_output",
+                "call_id": "c2",
+                "output": [{"type": "input_text", "text": "rain"}],
+            },
         ],
         tools=[WEATHER],
     )
@@ -258,17 +287,32 @@ def test_items_become_messages():
         ("c1", {"city": "Paris"}),
         ("c2", {"city": "Rome"}),
     ]
-    assert [(m["tool_call_id"], m["content"]) for m in messages[3:]] == [("c1", "sunny"), ("c2", "rain")]
+    assert [(m["tool_call_id"], m["content"]) for m in messages[3:]] == [
+        ("c1", "sunny"),
+        ("c2", "rain"),
+    ]
 
 
 def test_history_comes_first():
-    history = [{"role": "user", "content": "Weather?"}, {"type": "function_call", "call_id": "c1", "name": "get_weather"}]
-    req = chat(history, input=[{"type": "function_call_output", "call_id": "c1", "output": "sunny"}], tools=[WEATHER])
+    history = [
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather"},
+    ]
+    req = chat(
+        history,
+        input=[{"type": "function_call_output", "call_id": "c1", "output": "sunny"}],
+        tools=[WEATHER],
+    )
     assert [m.role for m in req.messages] == ["user", "assistant", "tool"]
 
 
 def test_tools_and_choices_translate():
-    req = chat(input="x", tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"}, parallel_tool_calls=False)
+    req = chat(
+        input="x",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
+    )
     assert req.tools[0].function.name == "get_weather"
     assert req.tools[0].function.parameters == WEATHER["parameters"]
     assert req.tool_choice.function.name == "get_weather" and req.parallel_tool_calls is False
@@ -283,13 +327,20 @@ def test_tools_and_choices_translate():
         ({"type": "json_object"}, {"type": "json_object"}),
         (
             {"type": "json_schema", "name": "city", "schema": {"type": "object"}, "strict": True},
-            {"type": "json_schema", "json_schema": {"name": "city", "schema": {"type": "object"}, "strict": True}},
+            {
+                "type": "json_schema",
+                "json_schema": {"name": "city", "schema": {"type": "object"}, "strict": True},
+            },
         ),
     ],
 )
 def test_text_format_is_response_format(fmt, expected):
     req = chat(input="x", text={"format": fmt})
-    got = req.response_format.model_dump(exclude_none=True, by_alias=True) if req.response_format else None
+    got = (
+        req.response_format.model_dump(exclude_none=True, by_alias=True)
+        if req.response_format
+        else None
+    )
     assert got == expected
 
 
@@ -297,7 +348,10 @@ def test_text_format_is_response_format(fmt, expected):
     "request_, param",
     [
         ({"input": "x", "tool_choice": "required"}, "tool_choice"),
-        ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice"),
+        (
+            {"input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}},
+            "tool_choice",
+        ),
         ({"input": "x", "tools": [WEATHER, WEATHER]}, "tools"),
         ({"input": [{"type": "reasoning", "summary": []}]}, "input"),
     ],
@@ -366,11 +420,15 @@ def test_stored_items_have_ids_and_text_parts():
         ]
     )
     message, call, output = stored_items(body.items())
-    assert message["content"] == [{"type": "input_text", "text": "Weather?"}] and message["id"].startswith("msg_")
+    assert message["content"] == [{"type": "input_text", "text": "Weather?"}] and message[
+        "id"
+    ].startswith("msg_")
     assert call["id"] == "fc_1" and call["call_id"] == "c1"
     assert output["id"].startswith("item_") and output["output"] == "sunny"
     # what the store keeps reads back as the same conversation
-    again = chat_request(ResponsesRequest(input="Next?"), input_items.validate_python([message, call, output]))
+    again = chat_request(
+        ResponsesRequest(input="Next?"), input_items.validate_python([message, call, output])
+    )
     assert [m.role for m in again.messages] == ["user", "assistant", "tool", "user"]
 
 

@@ -4,12 +4,14 @@ from functools import partial
 from typing import Annotated, Literal, Optional
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response as HTTPResponse
 
 from mlxserve import responses_format
-from mlxserve.responses_format import ResponseBuilder, chat_request, input_items, stored_items
-from mlxserve.responses_store import ResponseStore
+from mlxserve.responses_format import ResponseBuilder
+from mlxserve.responses_request import chat_request, input_items, stored_items
+from mlxserve.responses_store import ResponseStore, input_item_page
 from mlxserve.routes.deps import ServiceDep
-from mlxserve.routes.openai import _respond
+from mlxserve.routes.openai import CONTEXT_DROPPED_HEADER, _respond
 from mlxserve.schemas.responses import InputItemList, Response, ResponseDeleted, ResponsesRequest
 
 router = APIRouter()
@@ -25,7 +27,9 @@ def _store(request: Request) -> ResponseStore:
 
 
 @router.post("/v1/responses", response_model=Response)
-async def create_response(body: ResponsesRequest, request: Request, svc: ServiceDep):
+async def create_response(
+    body: ResponsesRequest, request: Request, response: HTTPResponse, svc: ServiceDep
+):
     store = _store(request)
     context: list[dict] = []
     if body.previous_response_id is not None:
@@ -40,22 +44,25 @@ async def create_response(body: ResponsesRequest, request: Request, svc: Service
     )
     given = stored_items(body.items())
 
-    def keep(response: Response) -> None:
+    def keep(done: Response) -> None:
         if body.store is not False:
-            store.put(response, given, context + given)
+            store.put(done, given, context + given)
 
     async def fold(events):
-        response = await responses_format.response_fold(events, builder)
-        keep(response)
-        return response
+        done = await responses_format.response_fold(events, builder)
+        keep(done)
+        return done
 
+    headers = {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
+    response.headers.update(headers)
     return await _respond(
         request,
         svc,
-        svc.admit(plan),
+        plan,
         stream=bool(body.stream),
         to_stream=partial(responses_format.response_stream, builder=builder, on_done=keep),
         to_fold=fold,
+        headers=headers,
     )
 
 
@@ -80,4 +87,4 @@ async def list_input_items(
 ):
     """This response's input items, a page at a time (newest first unless ``order=asc``)."""
     items = _store(request).get(response_id).input
-    return responses_format.input_item_page(items, limit=limit, order=order, after=after)
+    return input_item_page(items, limit=limit, order=order, after=after)

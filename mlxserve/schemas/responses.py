@@ -7,7 +7,15 @@ input) are 400 errors naming them.
 
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from mlxserve.schemas.openai import TOOL_NAME_PATTERN, FunctionDefinition, JSONSchemaFormat
 
@@ -27,7 +35,14 @@ class InputText(_Request):
 
     @model_validator(mode="after")
     def _text_only(self):
-        if self.type not in ("input_text", "output_text", "text", "refusal", "summary_text", "reasoning_text"):
+        if self.type not in (
+            "input_text",
+            "output_text",
+            "text",
+            "refusal",
+            "summary_text",
+            "reasoning_text",
+        ):
             raise ValueError(
                 f"Content part type '{self.type}' is not supported by this server: "
                 "only text parts are accepted."
@@ -147,7 +162,7 @@ class FunctionToolChoice(_Request):
         if self.type != "function" or self.name is None:
             raise ValueError(
                 "tool_choice must be 'none', 'auto', 'required' or {\"type\": \"function\", "
-                "\"name\": ...}."
+                '"name": ...}.'
             )
         return self
 
@@ -273,7 +288,9 @@ class ReasoningOutput(BaseModel):
     content: list[ReasoningText]
 
 
-OutputItem = Annotated[Union[OutputMessage, FunctionCallOutput, ReasoningOutput], Field(discriminator="type")]
+OutputItem = Annotated[
+    Union[OutputMessage, FunctionCallOutput, ReasoningOutput], Field(discriminator="type")
+]
 
 
 class InputTokensDetails(BaseModel):
