@@ -32,7 +32,12 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in logs
 CONTEXT_DROPPED_HEADER = "X-MLXServe-Context-Dropped"
 
 
-async def _respond(request: Request, svc, plan, *, stream: bool, to_stream, to_fold, headers=None):
+def dropped_headers(plan) -> dict[str, str]:
+    """The header that says how many messages the window left out, when it left any."""
+    return {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
+
+
+async def respond(request: Request, svc, plan, *, stream: bool, to_stream, to_fold, headers=None):
     """Run ``plan``: stream it as SSE (queue comments while it waits) or fold it.
 
     ``headers`` go on a stream's response; a folded answer's route sets its own.
@@ -66,9 +71,9 @@ async def chat_completions(
 ):
     plan = await svc.plan_chat(body)
     logprobs = bool(body.logprobs)
-    headers = {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
+    headers = dropped_headers(plan)
     response.headers.update(headers)
-    return await _respond(
+    return await respond(
         request,
         svc,
         plan,
@@ -95,7 +100,7 @@ async def completions(body: CompletionRequest, request: Request, svc: ServiceDep
         logprobs=body.logprobs is not None,
         echo=plan.engine.tokenizer.decode(plan.request.prompt) if body.echo else None,
     )
-    return await _respond(
+    return await respond(
         request,
         svc,
         plan,

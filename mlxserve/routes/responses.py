@@ -11,7 +11,7 @@ from mlxserve.responses_format import ResponseBuilder
 from mlxserve.responses_request import chat_request, input_items, stored_items
 from mlxserve.responses_store import ResponseStore, input_item_page
 from mlxserve.routes.deps import ServiceDep
-from mlxserve.routes.openai import CONTEXT_DROPPED_HEADER, _respond
+from mlxserve.routes.openai import dropped_headers, respond
 from mlxserve.schemas.responses import InputItemList, Response, ResponseDeleted, ResponsesRequest
 
 router = APIRouter()
@@ -53,9 +53,9 @@ async def create_response(
         keep(done)
         return done
 
-    headers = {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
+    headers = dropped_headers(plan)
     response.headers.update(headers)
-    return await _respond(
+    return await respond(
         request,
         svc,
         plan,
