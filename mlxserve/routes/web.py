@@ -18,6 +18,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 # name -> content type. Explicit, so a path can never escape the web folder.
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "api.js": "text/javascript; charset=utf-8",
+    "markdown.js": "text/javascript; charset=utf-8",
+    "store.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 # The page must always be revalidated so an upgrade is seen on the next load;

@@ -1,119 +1,240 @@
-// mlxserve chat page: plain JS, no build step, no third-party code.
+// mlxserve chat page: plain JS modules, no build step, no third-party code.
 //
-// Safety rule: model (and user) text only ever reaches the DOM through
-// textContent / text nodes, never innerHTML, so a hostile answer is shown
-// literally instead of being run.
-"use strict";
+// Safety rule: model (and user) text only ever reaches the DOM as text nodes
+// (markdown.js builds elements itself), never as HTML, so a hostile answer is
+// shown literally instead of being run.
 
-// Stored shape (version in the key so a later format can migrate):
-// { current: "<id>", chats: [{ id, title, messages: [{ role, content, note?, stats? }] }] }
-const STORAGE_KEY = "mlxserve.chats.v1";
+import { ApiError, chatBody, modelName, parseTools, streamChat } from "./api.js";
+import { renderMarkdown } from "./markdown.js";
+import * as store from "./store.js";
+
+const MAX_BUSY_RETRIES = 5;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   model: $("model"), chats: $("chats"), messages: $("messages"), error: $("error"),
   stats: $("stats"), form: $("composer"), prompt: $("prompt"), send: $("send"),
   stop: $("stop"), newChat: $("new-chat"), conversation: $("conversation"),
+  sidebar: $("sidebar"), toggleChats: $("toggle-chats"),
+  settings: $("settings"), openSettings: $("open-settings"), settingsForm: $("settings-form"),
+  settingsProblem: $("settings-problem"), keyState: $("key-state"), forgetKey: $("forget-key"),
+  keyDialog: $("key-dialog"), keyForm: $("key-form"), keyInput: $("api-key"),
+  keyReason: $("key-reason"), keyCancel: $("key-cancel"),
 };
 
-let state = load();
-let modelName = null;
-let controller = null; // the AbortController of the request in flight, if any
-
-// ---- storage ---------------------------------------------------------------
-
-function newChat() {
-  return { id: String(Date.now()) + Math.random().toString(16).slice(2, 6), title: "New chat", messages: [] };
-}
-
-function load() {
-  try {
-    const saved = JSON.parse(localStorage.getItem(STORAGE_KEY));
-    if (saved && Array.isArray(saved.chats) && saved.chats.length) return saved;
-  } catch (e) {
-    // Corrupt storage must not brick the page: start fresh.
-  }
-  const chat = newChat();
-  return { current: chat.id, chats: [chat] };
-}
+let state = store.loadChats();
+let settings = store.loadSettings();
+let apiKey = store.loadApiKey();
+let model = null;
+let controller = null; // the AbortController of the answer in flight, if any
 
 function save() {
-  try {
-    localStorage.setItem(STORAGE_KEY, JSON.stringify(state));
-  } catch (e) {
-    showError("Could not save the conversation in this browser: " + e.message);
-  }
+  const problem = store.saveChats(state);
+  if (problem) showError("Could not save the conversation in this browser: " + problem);
 }
 
 function currentChat() {
-  return state.chats.find((c) => c.id === state.current) || state.chats[0];
+  return state.chats.find((c) => c.id === state.current) || state.chats[state.chats.length - 1];
 }
 
-// ---- rendering ---------------------------------------------------------------
+// ---- messages ----------------------------------------------------------------
 
-// Fills `el` with `text`, turning ``` fenced blocks into <pre><code>. Every piece
-// of text goes in as a text node.
-function renderText(el, text) {
-  el.replaceChildren();
-  const parts = String(text).split("```");
-  parts.forEach((part, i) => {
-    if (i % 2 === 0) {
-      if (part) el.append(document.createTextNode(part));
-      return;
-    }
-    // Inside a fence: the first line may name the language; it is not shown.
-    const newline = part.indexOf("\n");
-    const code = newline >= 0 ? part.slice(newline + 1) : part;
-    const pre = document.createElement("pre");
-    const codeEl = document.createElement("code");
-    codeEl.textContent = code;
-    pre.append(codeEl);
-    el.append(pre);
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function prettyJson(text) {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch (e) {
+    return text; // still streaming, or not JSON: show it as it is
+  }
+}
+
+function toolCallCard(call) {
+  const card = el("div", "toolcall");
+  const head = el("div", "toolhead");
+  head.append(el("span", "label", "Tool call"), el("strong", "", call.function.name || "…"));
+  if (call.id) head.append(el("span", "muted", call.id));
+  const args = el("pre");
+  args.append(el("code", "", prettyJson(call.function.arguments || "")));
+  card.append(head, args);
+  return card;
+}
+
+// The form under an answer's tool calls: the person plays the tool and types its result.
+function toolResultForm(chat, call) {
+  const form = el("form", "toolresult");
+  const id = "result-" + call.id;
+  const label = el("label", "", `Result of ${call.function.name}`);
+  label.htmlFor = id;
+  const input = el("textarea");
+  input.id = id;
+  input.rows = 2;
+  const button = el("button", "", "Send result");
+  button.type = "submit";
+  form.append(label, input, button);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (controller || !input.value.trim()) return;
+    chat.messages.push({ role: "tool", tool_call_id: call.id, name: call.function.name, content: input.value.trim() });
+    answer(chat);
   });
+  return form;
+}
+
+// Fills a message's element from the message (called again as an answer streams in).
+function fillMessage(li, message) {
+  const body = li.querySelector(".body");
+  if (message.role === "user") {
+    body.textContent = message.content; // what the person typed, exactly as typed
+  } else if (message.role === "tool") {
+    body.replaceChildren(el("span", "label", `Tool result (${message.name || message.tool_call_id})`));
+    const pre = el("pre");
+    pre.append(el("code", "", prettyJson(message.content)));
+    body.append(pre);
+  } else {
+    renderMarkdown(body, message.content || "");
+  }
+  const reasoning = li.querySelector(".reasoning");
+  if (reasoning) {
+    reasoning.hidden = !message.reasoning;
+    reasoning.querySelector(".text").textContent = message.reasoning || "";
+  }
+  const calls = li.querySelector(".toolcalls");
+  if (calls) calls.replaceChildren(...(message.tool_calls || []).filter(Boolean).map(toolCallCard));
+  li.querySelector(".note").textContent = message.note || "";
+  li.querySelector(".stats").textContent = message.stats || "";
 }
 
 function messageElement(message) {
-  const li = document.createElement("li");
-  li.className = "message " + (message.role === "user" ? "user" : "assistant");
-  const role = document.createElement("div");
-  role.className = "role";
-  role.textContent = message.role === "user" ? "You" : "Assistant";
-  const body = document.createElement("div");
-  body.className = "body";
-  renderText(body, message.content || "");
-  const note = document.createElement("div");
-  note.className = "note";
-  note.textContent = message.note || "";
-  li.append(role, body, note);
+  const li = el("li", "message " + message.role);
+  const names = { user: "You", assistant: "Assistant", tool: "Tool" };
+  li.append(el("div", "role", names[message.role] || message.role));
+  if (message.role === "assistant") {
+    const reasoning = el("details", "reasoning");
+    reasoning.append(el("summary", "", "Reasoning"), el("div", "text"));
+    li.append(reasoning);
+  }
+  li.append(el("div", "body"));
+  if (message.role === "assistant") li.append(el("div", "toolcalls"));
+  li.append(el("div", "note"), el("div", "stats muted"));
+  fillMessage(li, message);
   return li;
 }
 
-function renderChats() {
-  ui.chats.replaceChildren();
-  for (const chat of state.chats.slice().reverse()) {
-    const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.textContent = chat.title;
-    button.setAttribute("aria-current", String(chat.id === state.current));
-    button.addEventListener("click", () => {
-      if (controller) return; // switching mid-answer would orphan the stream
-      state.current = chat.id;
-      save();
-      renderAll();
-    });
-    li.append(button);
-    ui.chats.append(li);
+// Tool calls of the last answer that have no result yet.
+function unansweredCalls(chat) {
+  const last = chat.messages[chat.messages.length - 1];
+  if (!last || last.role !== "assistant" || !last.tool_calls) return [];
+  return last.tool_calls.filter((c) => c && c.id);
+}
+
+function renderMessages() {
+  const chat = currentChat();
+  ui.messages.replaceChildren(...chat.messages.map(messageElement));
+  const pending = controller ? [] : unansweredCalls(chat);
+  if (pending.length) {
+    ui.messages.lastElementChild.append(...pending.map((call) => toolResultForm(chat, call)));
   }
+  scrollDown();
+}
+
+// ---- conversations list ------------------------------------------------------
+
+function chatItem(chat) {
+  const li = el("li");
+  const open = el("button", "open", chat.title);
+  open.type = "button";
+  open.title = chat.title;
+  open.setAttribute("aria-current", String(chat.id === state.current));
+  open.addEventListener("click", () => {
+    state.current = chat.id;
+    save();
+    renderAll();
+    closeSidebar();
+    ui.prompt.focus();
+  });
+  const rename = el("button", "icon rename", "✎");
+  rename.type = "button";
+  rename.setAttribute("aria-label", `Rename chat: ${chat.title}`);
+  rename.title = "Rename";
+  rename.addEventListener("click", () => startRename(li, chat));
+  const remove = el("button", "icon delete", "✕");
+  remove.type = "button";
+  remove.setAttribute("aria-label", `Delete chat: ${chat.title}`);
+  remove.title = "Delete";
+  remove.addEventListener("click", () => {
+    // Two steps, so a stray click cannot lose a conversation.
+    if (!remove.classList.contains("confirm")) {
+      remove.classList.add("confirm");
+      remove.textContent = "Delete?";
+      remove.setAttribute("aria-label", `Confirm: delete chat ${chat.title}`);
+      setTimeout(() => remove.isConnected && renderChats(), 4000);
+      return;
+    }
+    deleteChat(chat.id);
+  });
+  for (const b of [open, rename, remove]) b.disabled = Boolean(controller);
+  li.append(open, rename, remove);
+  return li;
+}
+
+function startRename(li, chat) {
+  const input = el("input", "rename-input");
+  input.value = chat.title;
+  input.setAttribute("aria-label", "Chat title");
+  let done = false;
+  const finish = (keep) => {
+    if (done) return;
+    done = true;
+    const title = input.value.trim();
+    if (keep && title) {
+      chat.title = title;
+      save();
+    }
+    renderChats();
+    ui.chats.querySelector(`[data-id="${CSS.escape(chat.id)}"] .rename`)?.focus();
+  };
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "Enter" && event.key !== "Escape") return;
+    // Focus moves to the rename button: the key must not go on to "click" it.
+    event.preventDefault();
+    finish(event.key === "Enter");
+  });
+  input.addEventListener("blur", () => finish(true));
+  li.replaceChildren(input);
+  input.focus();
+  input.select();
+}
+
+function deleteChat(id) {
+  const index = state.chats.findIndex((c) => c.id === id);
+  state.chats.splice(index, 1);
+  if (!state.chats.length) state.chats.push(store.newChat());
+  if (!state.chats.some((c) => c.id === state.current)) state.current = state.chats[state.chats.length - 1].id;
+  save();
+  renderAll();
+  ui.newChat.focus();
+}
+
+function renderChats() {
+  ui.chats.replaceChildren(
+    ...state.chats.slice().reverse().map((chat) => {
+      const li = chatItem(chat);
+      li.dataset.id = chat.id;
+      return li;
+    })
+  );
 }
 
 function renderAll() {
   renderChats();
-  ui.messages.replaceChildren(...currentChat().messages.map(messageElement));
-  const last = currentChat().messages.at(-1);
-  ui.stats.textContent = last && last.stats ? last.stats : "";
+  renderMessages();
   hideError();
-  scrollDown();
 }
 
 function scrollDown() {
@@ -134,148 +255,299 @@ function setBusy(busy) {
   ui.send.disabled = busy;
   ui.stop.disabled = !busy;
   ui.newChat.disabled = busy;
+  ui.messages.setAttribute("aria-busy", String(busy)); // announce the answer once, when complete
+  renderChats();
 }
 
-// ---- server ------------------------------------------------------------------
+function closeSidebar() {
+  ui.sidebar.classList.remove("open");
+  ui.toggleChats.setAttribute("aria-expanded", "false");
+}
+
+// ---- API key -------------------------------------------------------------------
+
+let keyPrompt = null; // one dialog at a time, however many requests are waiting for it
+
+/** Asks for the API key; resolves to the key, or null if the person cancels. */
+function askApiKey(rejected) {
+  if (keyPrompt) return keyPrompt;
+  ui.keyReason.textContent = rejected
+    ? "The server rejected the stored API key. Enter the key it was started with (--api-key)."
+    : "This server asks for an API key (its --api-key). It is kept in this browser and sent as a Bearer token.";
+  ui.keyInput.value = "";
+  keyPrompt = new Promise((resolve) => {
+    const finish = (key) => {
+      ui.keyForm.removeEventListener("submit", onSubmit);
+      ui.keyCancel.removeEventListener("click", onCancel);
+      ui.keyDialog.removeEventListener("cancel", onCancel);
+      if (ui.keyDialog.open) ui.keyDialog.close();
+      keyPrompt = null;
+      resolve(key);
+    };
+    const onSubmit = (event) => {
+      event.preventDefault();
+      const key = ui.keyInput.value.trim();
+      if (!key) return;
+      apiKey = key;
+      store.saveApiKey(key);
+      renderKeyState();
+      finish(key);
+    };
+    const onCancel = (event) => {
+      event.preventDefault();
+      finish(null);
+    };
+    ui.keyForm.addEventListener("submit", onSubmit);
+    ui.keyCancel.addEventListener("click", onCancel);
+    ui.keyDialog.addEventListener("cancel", onCancel);
+    ui.keyDialog.showModal();
+    ui.keyInput.focus();
+  });
+  return keyPrompt;
+}
+
+/** Runs `call(apiKey)`, asking for the key (and retrying) while the server answers 401. */
+async function withKey(call) {
+  for (;;) {
+    try {
+      return await call(apiKey);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.kind === "auth")) throw e;
+      const key = await askApiKey(Boolean(apiKey));
+      if (key === null) throw new ApiError("auth", "This server needs an API key: " + e.message, { status: 401 });
+    }
+  }
+}
 
 async function loadModelName() {
   try {
-    const r = await fetch("/v1/models");
-    const body = await r.json();
-    modelName = body.data[0].id;
-    ui.model.textContent = "model: " + modelName;
+    model = await withKey(modelName);
+    ui.model.textContent = "model: " + model;
   } catch (e) {
-    ui.model.textContent = "model: unavailable (is the server running?)";
+    ui.model.textContent = "model: unavailable";
+    showError(e.message);
   }
 }
 
-// Turns a non-2xx response into one readable sentence, from the error envelope.
-async function describeError(response) {
-  let message = response.statusText || "request failed";
-  try {
-    const body = await response.json();
-    if (body && body.error && body.error.message) message = body.error.message;
-  } catch (e) {
-    // Not JSON (a proxy page, say): keep the status text.
-  }
-  if (response.status === 429) {
-    const after = response.headers.get("Retry-After");
-    return "The server is busy" + (after ? `; retry after ${after} s.` : "; retry shortly.") + ` (${message})`;
-  }
-  return `Error ${response.status}: ${message}`;
-}
+// ---- answering -------------------------------------------------------------------
 
-// Yields the JSON payloads of an SSE body; stops at [DONE].
-async function* sseEvents(response) {
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    // Events are separated by a blank line; keep any partial event for the next read.
-    const events = buffer.split(/\r?\n\r?\n/);
-    buffer = events.pop();
-    for (const event of events) {
-      for (const line of event.split(/\r?\n/)) {
-        if (!line.startsWith("data:")) continue; // ":" keep-alive comments, etc.
-        const data = line.slice(5).trim();
-        if (data === "[DONE]") return;
-        yield JSON.parse(data);
-      }
+// The chat in the wire form: assistant tool calls go only with their results.
+function wireMessages(chat) {
+  const results = new Set(chat.messages.filter((m) => m.role === "tool").map((m) => m.tool_call_id));
+  const out = [];
+  for (const m of chat.messages) {
+    if (m.role === "user") {
+      out.push({ role: "user", content: m.content });
+    } else if (m.role === "tool") {
+      out.push({ role: "tool", tool_call_id: m.tool_call_id, content: m.content });
+    } else {
+      const calls = (m.tool_calls || []).filter((c) => c && results.has(c.id));
+      if (calls.length) out.push({ role: "assistant", content: m.content || null, tool_calls: calls });
+      // Empty answers (failed or stopped before any token) would only confuse the model.
+      else if (m.content) out.push({ role: "assistant", content: m.content });
     }
   }
+  return out;
 }
 
-function formatStats(started, firstToken, finished, usage) {
+function formatStats(figures, usage, live) {
   const parts = [];
-  if (firstToken) parts.push(`first token ${((firstToken - started) / 1000).toFixed(2)} s`);
-  if (usage) {
-    const seconds = (finished - (firstToken || started)) / 1000;
-    if (seconds > 0 && usage.completion_tokens > 1) {
-      // The first token's time is in TTFT, so the rate counts the tokens after it.
-      parts.push(`${((usage.completion_tokens - 1) / seconds).toFixed(1)} tokens/s`);
-    }
-    parts.push(`${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens`);
-  }
+  if (figures.firstToken) parts.push(`first token ${((figures.firstToken - figures.started) / 1000).toFixed(2)} s`);
+  const seconds = (figures.last - (figures.firstToken || figures.started)) / 1000;
+  // The first token's time is in TTFT, so the rate counts the tokens after it.
+  const tokens = usage ? usage.completion_tokens : figures.chunks;
+  if (seconds > 0 && tokens > 1) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
+  if (usage) parts.push(`${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens`);
+  else if (live) parts.push(`${figures.chunks} chunks so far`);
   return parts.join(" · ");
 }
 
-async function send(text) {
-  const chat = currentChat();
-  if (!chat.messages.length) chat.title = text.slice(0, 40);
-  chat.messages.push({ role: "user", content: text });
-  // Empty replies (failed or stopped before any token) would only confuse the model.
-  const history = chat.messages.filter((m) => m.content).map(({ role, content }) => ({ role, content }));
-  const reply = { role: "assistant", content: "" };
-  chat.messages.push(reply);
-  save();
-  renderAll();
-  const replyEl = ui.messages.lastElementChild;
-  const body = replyEl.querySelector(".body");
-  const note = replyEl.querySelector(".note");
-  note.textContent = "…";
-
-  controller = new AbortController();
-  setBusy(true);
-  const started = performance.now();
-  let firstToken = null;
-  let usage = null;
-  try {
-    const response = await fetch("/v1/chat/completions", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({
-        model: modelName || undefined,
-        messages: history,
-        stream: true,
-        stream_options: { include_usage: true },
-      }),
-      signal: controller.signal,
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(new DOMException("Stopped", "AbortError"));
     });
-    if (!response.ok) throw new Error(await describeError(response));
-    for await (const chunk of sseEvents(response)) {
-      // Once the stream has started, errors arrive as an event, not a status.
-      if (chunk.error) throw new Error(chunk.error.message || "the server reported an error");
-      if (chunk.usage) usage = chunk.usage;
-      const choice = chunk.choices && chunk.choices[0];
-      if (!choice) continue;
-      const delta = choice.delta && choice.delta.content;
-      if (delta) {
-        if (firstToken === null) firstToken = performance.now();
-        reply.content += delta;
-        renderText(body, reply.content);
-        scrollDown();
+  });
+}
+
+// Streams one answer into `reply`, redrawing `li` as deltas arrive.
+async function streamAnswer(body, reply, li, signal) {
+  const figures = { started: performance.now(), firstToken: null, last: null, chunks: 0 };
+  let usage = null;
+  const redraw = () => {
+    fillMessage(li, reply);
+    ui.stats.textContent = formatStats(figures, usage, true);
+    scrollDown();
+  };
+  for await (const event of streamChat(body, { apiKey, signal })) {
+    if (event.type === "queued") {
+      // Only while waiting for a slot: the first token clears it.
+      if (figures.firstToken === null) {
+        reply.note = `waiting (${event.position} ahead)`;
+        redraw();
       }
-      if (choice.finish_reason === "length") reply.note = "(cut off: token limit reached)";
+      continue;
     }
-    reply.stats = formatStats(started, firstToken, performance.now(), usage);
-    ui.stats.textContent = reply.stats;
+    const chunk = event.chunk;
+    if (chunk.usage) usage = chunk.usage;
+    const choice = chunk.choices && chunk.choices[0];
+    if (!choice) continue;
+    const delta = choice.delta || {};
+    if (delta.content || delta.reasoning_content || delta.tool_calls) {
+      figures.last = performance.now();
+      figures.chunks += 1;
+      if (figures.firstToken === null) {
+        figures.firstToken = figures.last;
+        reply.note = "";
+        li.querySelector(".reasoning").open = Boolean(delta.reasoning_content);
+      }
+    }
+    if (delta.content) reply.content += delta.content;
+    if (delta.reasoning_content) reply.reasoning = (reply.reasoning || "") + delta.reasoning_content;
+    for (const part of delta.tool_calls || []) {
+      // OpenAI's streaming shape: id and name come first, arguments in fragments, by index.
+      reply.tool_calls = reply.tool_calls || [];
+      const call = (reply.tool_calls[part.index] ||= { id: "", type: "function", function: { name: "", arguments: "" } });
+      if (part.id) call.id = part.id;
+      if (part.function && part.function.name) call.function.name = part.function.name;
+      if (part.function && part.function.arguments) call.function.arguments += part.function.arguments;
+    }
+    if (choice.finish_reason === "length") reply.note = "(cut off: max tokens reached, finish_reason length)";
+    redraw();
+  }
+  figures.last = figures.last || performance.now();
+  reply.stats = formatStats(figures, usage, false);
+  // The reasoning stays one click away once the answer is there.
+  if (reply.content || reply.tool_calls) li.querySelector(".reasoning").open = false;
+}
+
+/** Gets the assistant's next message in `chat`: streamed, with retries for 401 and 429. */
+async function answer(chat) {
+  const reply = { role: "assistant", content: "" };
+  let body;
+  try {
+    body = chatBody(settings, wireMessages(chat), model);
+  } catch (e) {
+    save();
+    renderMessages();
+    showError(e.message);
+    return;
+  }
+  chat.messages.push(reply);
+  controller = new AbortController();
+  const signal = controller.signal;
+  setBusy(true);
+  save();
+  renderMessages();
+  hideError();
+  const li = ui.messages.lastElementChild;
+  reply.note = "…";
+  fillMessage(li, reply);
+  let retries = 0;
+  try {
+    for (;;) {
+      try {
+        await withKey(() => streamAnswer(body, reply, li, signal));
+        hideError();
+        break;
+      } catch (e) {
+        if (!(e instanceof ApiError && e.kind === "busy" && retries < MAX_BUSY_RETRIES)) throw e;
+        retries += 1;
+        for (let left = e.retryAfter; left > 0; left--) {
+          showError(
+            `The server is busy (${e.status}, Retry-After: ${e.retryAfter} s): ${e.message} ` +
+              `Retrying in ${left} s (try ${retries} of ${MAX_BUSY_RETRIES}); Stop cancels.`
+          );
+          await sleep(1000, signal);
+        }
+        showError(`The server was busy; retrying now (try ${retries} of ${MAX_BUSY_RETRIES}).`);
+      }
+    }
   } catch (e) {
     if (e.name === "AbortError") {
       reply.note = "(stopped)";
     } else {
-      // A TypeError from fetch means no response at all: the server is unreachable.
-      const text = e instanceof TypeError ? "Network error: could not reach the server." : e.message;
       reply.note = "(failed)";
+      let text = e.message;
+      if (e.kind === "context") text += " Start a new chat, or shorten the message or the max tokens setting.";
+      else if (e.kind === "busy") text = `The server is still busy after ${retries} retries: ${e.message}`;
+      else if (!(e instanceof ApiError)) text = "Unexpected error: " + e.message;
       showError(text);
     }
   } finally {
     controller = null;
+    ui.stats.textContent = ""; // the live figures; the final ones stay under the answer
     setBusy(false);
-    note.textContent = reply.note || "";
     save();
+    renderMessages();
     ui.prompt.focus();
   }
 }
 
-// ---- events ------------------------------------------------------------------
+async function send(text) {
+  const chat = currentChat();
+  if (!chat.messages.length && chat.title === "New chat") chat.title = text.slice(0, 40);
+  chat.messages.push({ role: "user", content: text });
+  renderChats();
+  await answer(chat);
+}
+
+// ---- settings ----------------------------------------------------------------------
+
+function renderKeyState() {
+  ui.keyState.textContent = apiKey ? "An API key is stored in this browser." : "No API key stored.";
+  ui.forgetKey.disabled = !apiKey;
+}
+
+function fillSettings() {
+  for (const [name, value] of Object.entries(settings)) ui.settingsForm.elements[name].value = value;
+  renderKeyState();
+  checkSettings();
+}
+
+function checkSettings() {
+  try {
+    parseTools(settings.tools);
+    chatBody(settings, [], null);
+    ui.settingsProblem.textContent = "";
+  } catch (e) {
+    ui.settingsProblem.textContent = e.message;
+  }
+}
+
+ui.settingsForm.addEventListener("input", (event) => {
+  const name = event.target.name;
+  if (!(name in settings)) return;
+  settings[name] = event.target.value;
+  store.saveSettings(settings);
+  checkSettings();
+});
+
+ui.openSettings.addEventListener("click", () => {
+  fillSettings();
+  ui.settings.showModal();
+});
+
+ui.forgetKey.addEventListener("click", () => {
+  apiKey = "";
+  store.saveApiKey("");
+  renderKeyState();
+});
+
+// ---- events ------------------------------------------------------------------------
 
 ui.form.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = ui.prompt.value.trim();
   if (!text || controller) return;
+  try {
+    chatBody(settings, [], model); // invalid settings: say so and keep the message
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
   ui.prompt.value = "";
   send(text);
 });
@@ -286,18 +558,25 @@ ui.prompt.addEventListener("keydown", (event) => {
     event.preventDefault();
     ui.form.requestSubmit();
   }
+  if (event.key === "Escape" && controller) controller.abort();
 });
 
 // Aborting the fetch closes the connection, which is what makes the server stop generating.
 ui.stop.addEventListener("click", () => controller && controller.abort());
 
 ui.newChat.addEventListener("click", () => {
-  const chat = newChat();
+  const chat = store.newChat();
   state.chats.push(chat);
   state.current = chat.id;
   save();
   renderAll();
+  closeSidebar();
   ui.prompt.focus();
+});
+
+ui.toggleChats.addEventListener("click", () => {
+  const open = ui.sidebar.classList.toggle("open");
+  ui.toggleChats.setAttribute("aria-expanded", String(open));
 });
 
 renderAll();

@@ -1,0 +1,241 @@
+"""The chat page in a real browser: streaming, Stop, history, settings, conversations, tools."""
+
+import json
+import re
+
+import httpx
+
+from tests.web.conftest import SETTINGS_KEY
+
+# Records every distinct text the last answer shows, so a test can see it arrive in pieces.
+RECORD_STREAM = """() => {
+  window.__seen = [];
+  new MutationObserver(() => {
+    const body = [...document.querySelectorAll('#messages .message.assistant .body')].pop();
+    const text = body ? body.textContent : '';
+    if (text && window.__seen[window.__seen.length - 1] !== text) window.__seen.push(text);
+  }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def test_page_runs_under_its_own_csp(server, browser):
+    context = browser.new_context()
+    page = context.new_page()
+    problems = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    page.goto(server.url + "/")
+    page.locator("#model", has_text="model: test-model").wait_for(timeout=15_000)
+    context.close()
+    assert problems == []
+
+
+def test_answer_streams_in_and_survives_reload(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    # Shift+Enter adds a line instead of sending.
+    page.fill("#prompt", "line one")
+    page.press("#prompt", "Shift+Enter")
+    assert page.input_value("#prompt") == "line one\n"
+    assert page.locator("#messages .message").count() == 0
+
+    page.evaluate(RECORD_STREAM)
+    page.ask(examples["short"]["messages"][0]["content"])
+    answer = examples["short"]["completion"]
+    page.last_answer().locator(".body", has_text=answer).wait_for()
+    page.wait_done()
+    seen = page.evaluate("window.__seen")
+    assert seen[-1] == answer
+    assert len(seen) >= 3 and all(answer.startswith(s) for s in seen), seen  # token by token
+    stats = page.last_answer().locator(".stats").text_content()
+    assert "first token" in stats and "tokens/s" in stats
+    assert re.search(r"\d+ prompt \+ \d+ completion tokens", stats)
+
+    page.reload()
+    assert page.locator("#messages .message.user .body").first.text_content() == "Say hello."
+    assert page.answers().first.locator(".body").text_content() == answer
+    assert "completion tokens" in page.answers().first.locator(".stats").text_content()
+    assert page.locator("#chats .open").first.text_content() == "Say hello."
+
+    page.click("#new-chat")
+    assert page.locator("#messages .message").count() == 0
+    assert page.locator("#chats .open").count() == 2
+    assert page.errors == []
+
+
+def test_stop_aborts_and_frees_the_server(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    # Stop from inside the page as soon as the answer has started streaming: a click
+    # sent from the test process could arrive after the whole (fast) story on a loaded machine.
+    page.evaluate(
+        """() => new MutationObserver((_, observer) => {
+             const body = document.querySelector('#messages .message.assistant .body');
+             if (body && body.textContent.length > 5) { observer.disconnect(); document.getElementById('stop').click(); }
+           }).observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true})"""
+    )
+    page.ask(examples["long"]["messages"][0]["content"])
+    page.last_answer().locator(".note", has_text="(stopped)").wait_for()
+    shown = page.last_answer().locator(".body").text_content()
+    assert 5 < len(shown) < len(examples["long"]["completion"]) / 2
+    # The abort closed the connection: the server stops generating and frees the slot.
+    server.wait_idle(timeout=20)
+    assert httpx.get(server.url + "/healthz").json()["active_requests"] == 0
+    assert page.is_enabled("#send") and page.is_disabled("#stop")
+    # What was shown when Stop was pressed is what stays, after a reload too.
+    page.reload()
+    assert page.last_answer().locator(".body").text_content() == shown
+    assert page.errors == []
+
+
+def test_escape_stops_too(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    page.ask(examples["long"]["messages"][0]["content"])
+    page.keyboard.press("Escape")  # focus is still in the message box
+    page.last_answer().locator(".note", has_text="(stopped)").wait_for()
+    server.wait_idle(timeout=20)
+
+
+def open_settings(page):
+    page.click("#open-settings")
+    page.locator("#settings[open]").wait_for()
+
+
+def test_settings_persist_and_reach_the_server(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    open_settings(page)
+    page.fill("#set-system", "You are terse.")
+    page.fill("#set-temperature", "0")
+    page.fill("#set-top-p", "0.5")
+    page.fill("#set-max-tokens", "5")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#settings")
+
+    page.reload()
+    open_settings(page)
+    assert page.input_value("#set-system") == "You are terse."
+    assert page.input_value("#set-temperature") == "0"
+    assert page.input_value("#set-top-p") == "0.5"
+    assert page.input_value("#set-max-tokens") == "5"
+    page.click("#close-settings")
+
+    with page.expect_request("**/v1/chat/completions") as request:
+        page.ask(examples["long"]["messages"][0]["content"])
+    body = request.value.post_data_json
+    assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0, 0.5, 5)
+    assert body["stream_options"] == {"include_usage": True}
+    page.wait_done()
+    # The server honoured max_tokens: 5 tokens, cut off, and the page says why.
+    answer = page.last_answer()
+    assert "+ 5 completion tokens" in answer.locator(".stats").text_content()
+    assert "finish_reason length" in answer.locator(".note").text_content()
+    assert examples["long"]["completion"].startswith(answer.locator(".body").text_content())
+
+
+def test_invalid_settings_are_named_and_nothing_is_sent(server, chat_page):
+    page = chat_page
+    page.open(server)
+    open_settings(page)
+    page.fill("#set-tools", "[{not json")
+    assert "not valid JSON" in page.text_content("#settings-problem")
+    page.click("#close-settings")
+    requests = []
+    page.on("request", lambda r: "/chat/completions" in r.url and requests.append(r))
+    page.ask("Say hello.")
+    page.locator("#error", has_text="Tools (JSON)").wait_for()
+    assert requests == [] and page.input_value("#prompt") == "Say hello."
+    assert page.evaluate(f"JSON.parse(localStorage.getItem('{SETTINGS_KEY}')).tools") == "[{not json"
+
+
+def test_conversations_switch_rename_delete(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    page.ask("Say hello.")
+    page.wait_done()
+    page.click("#new-chat")
+    page.ask(examples["json"]["messages"][0]["content"])
+    page.wait_done()
+    titles = page.locator("#chats .open")
+    assert titles.all_text_contents() == ["Give me a JSON object describing Paris.", "Say hello."]
+
+    # Switch back to the first chat.
+    titles.nth(1).click()
+    assert page.last_answer().locator(".body").text_content() == examples["short"]["completion"]
+
+    # Rename with the keyboard: Enter keeps the new title, Escape would cancel.
+    page.locator("#chats li").nth(1).locator(".rename").click()
+    page.fill("#chats .rename-input", "Greetings")
+    page.press("#chats .rename-input", "Enter")
+    assert titles.all_text_contents() == ["Give me a JSON object describing Paris.", "Greetings"]
+    page.locator("#chats li").nth(0).locator(".rename").click()
+    page.fill("#chats .rename-input", "ignored")
+    page.press("#chats .rename-input", "Escape")
+    assert titles.nth(0).text_content() == "Give me a JSON object describing Paris."
+
+    # Delete takes two clicks.
+    delete = page.locator("#chats li").nth(0).locator(".delete")
+    delete.click()
+    assert titles.count() == 2
+    page.locator("#chats li").nth(0).locator(".delete").click()
+    assert titles.all_text_contents() == ["Greetings"]
+
+    page.reload()
+    assert titles.all_text_contents() == ["Greetings"]
+    assert page.locator("#chats .open[aria-current=true]").text_content() == "Greetings"
+    assert page.last_answer().locator(".body").text_content() == examples["short"]["completion"]
+    # Deleting the last chat leaves a fresh empty one.
+    page.locator("#chats .delete").click()
+    page.locator("#chats .delete").click()
+    assert titles.all_text_contents() == ["New chat"]
+    assert page.locator("#messages .message").count() == 0
+    assert page.errors == []
+
+
+def test_reasoning_shows_in_a_collapsible_block(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    page.ask(examples["think"]["messages"][0]["content"])
+    page.wait_done()
+    answer = page.last_answer()
+    assert answer.locator(".body").text_content() == "The answer is 5."
+    reasoning = answer.locator("details.reasoning")
+    assert reasoning.locator(".text").text_content().strip() == "2 plus 3 makes 5."
+    assert reasoning.get_attribute("open") is None  # collapsed once the answer is there
+    reasoning.locator("summary").click()
+    assert reasoning.get_attribute("open") == ""
+    assert reasoning.locator(".text").is_visible()
+
+
+def test_tool_call_card_and_result_round_trip(server, chat_page, examples):
+    page = chat_page
+    page.open(server)
+    open_settings(page)
+    page.fill("#set-tools", json.dumps(examples["tool_call"]["tools"], indent=2))
+    assert page.text_content("#settings-problem") == ""
+    page.click("#close-settings")
+
+    page.ask(examples["tool_call"]["messages"][0]["content"])
+    page.wait_done()
+    card = page.last_answer().locator(".toolcall")
+    card.wait_for()
+    assert card.locator(".toolhead strong").text_content() == "get_weather"
+    assert json.loads(card.locator("pre").text_content()) == {"city": "Paris"}
+    assert page.last_answer().locator(".body").text_content() == ""
+
+    # The person answers for the tool; the model then answers with the result.
+    result = examples["tool_result"]["messages"][2]["content"]
+    with page.expect_request("**/v1/chat/completions") as request:
+        page.fill(".toolresult textarea", result)
+        page.click(".toolresult button")
+    sent = request.value.post_data_json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert sent[2]["tool_call_id"] == sent[1]["tool_calls"][0]["id"]
+    page.wait_done()
+    assert page.last_answer().locator(".body").text_content() == examples["tool_result"]["completion"]
+    assert page.locator("#messages .message.tool pre").text_content() == json.dumps(json.loads(result), indent=2)
+    page.reload()
+    assert page.locator("#messages .toolcall").count() == 1 and page.locator(".toolresult").count() == 0
