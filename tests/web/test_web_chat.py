@@ -88,15 +88,6 @@ def test_stop_aborts_and_frees_the_server(server, chat_page, examples):
     assert page.errors == []
 
 
-def test_escape_stops_too(server, chat_page, examples):
-    page = chat_page
-    page.open(server)
-    page.ask(examples["long"]["messages"][0]["content"])
-    page.keyboard.press("Escape")  # focus is still in the message box
-    page.last_answer().locator(".note", has_text="(stopped)").wait_for()
-    server.wait_idle(timeout=20)
-
-
 def open_settings(page):
     page.click("#open-settings")
     page.locator("#settings[open]").wait_for()

@@ -56,7 +56,7 @@ def test_busy_server_shows_retry_after_then_retries(make_server, chat_page, exam
     server.wait_idle(timeout=20)
 
 
-def test_stop_cancels_a_pending_retry(make_server, chat_page):
+def test_escape_cancels_a_pending_retry(make_server, chat_page):
     page = chat_page
     page.open(make_server())
     page.route("**/v1/chat/completions", lambda route: route.fulfill(
@@ -64,7 +64,7 @@ def test_stop_cancels_a_pending_retry(make_server, chat_page):
         body=json.dumps({"error": {"message": "Busy.", "type": "server_busy", "param": None, "code": "server_busy"}})))
     page.ask("Say hello.")
     page.locator("#error", has_text="Retrying in 30 s").wait_for()
-    page.click("#stop")
+    page.press("#prompt", "Escape")  # the keyboard's Stop
     page.last_answer().locator(".note", has_text="(stopped)").wait_for()
     assert page.is_enabled("#send")
 
