@@ -13,8 +13,9 @@ def test_index_is_html_and_never_cached_stale(server):
     r = httpx.get(server.url + "/")
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/html; charset=utf-8"
-    assert r.headers["cache-control"] == "no-cache"
+    assert r.headers["cache-control"] == "no-cache" and r.headers["etag"]
     assert "script-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["referrer-policy"] == "no-referrer"
     assert '<script src="/static/app.js" type="module">' in r.text
     # Fully offline: nothing is loaded from another origin.
     assert "http://" not in r.text and "https://" not in r.text
@@ -24,11 +25,15 @@ def test_index_is_html_and_never_cached_stale(server):
     "name, content_type",
     [(name, "text/javascript; charset=utf-8") for name in SCRIPTS] + [("style.css", "text/css; charset=utf-8")],
 )
-def test_assets_load_with_short_caching(server, name, content_type):
+def test_assets_are_revalidated_by_etag(server, name, content_type):
     r = httpx.get(f"{server.url}/static/{name}")
     assert r.status_code == 200
     assert r.headers["content-type"] == content_type
-    assert r.headers["cache-control"] == "public, max-age=300"
+    assert r.headers["cache-control"] == "no-cache"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    again = httpx.get(f"{server.url}/static/{name}", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == r.headers["etag"]
+    assert httpx.get(f"{server.url}/static/{name}", headers={"If-None-Match": '"stale"'}).status_code == 200
     # Model text never goes in as markup: no HTML parsing anywhere in the page's code.
     for sink in (".innerHTML", ".outerHTML", "insertAdjacentHTML", "document.write", "DOMParser", "eval("):
         assert sink not in r.text

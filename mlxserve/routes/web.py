@@ -4,9 +4,10 @@ Only the files named in ``ASSETS`` are served, so nothing else in the package
 can be read over HTTP and unknown paths fall through to the JSON 404 envelope.
 """
 
+import hashlib
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlxserve.errors import NotFoundError
@@ -23,10 +24,9 @@ ASSETS = {
     "store.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
-# The page must always be revalidated so an upgrade is seen on the next load;
-# the assets may be cached briefly (they change only with the package).
-PAGE_CACHE = "no-cache"
-ASSET_CACHE = "public, max-age=300"
+# Everything is revalidated on each load (a 304 thanks to the ETag), so after an
+# upgrade the page never runs a mix of old and new modules.
+CACHE = "no-cache"
 
 # Only same-origin scripts, styles and fetches: the page needs nothing else, and this
 # is a second line of defence should model text ever reach the DOM as markup.
@@ -36,29 +36,27 @@ CSP = (
 )
 
 
-def _read(name: str) -> bytes:
-    return (WEB_DIR / name).read_bytes()
+def _serve(request: Request, name: str, media_type: str, headers: dict) -> Response:
+    body = (WEB_DIR / name).read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": CACHE, "ETag": etag, "X-Content-Type-Options": "nosniff", **headers}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 @router.get("/")
-async def index() -> Response:
-    return Response(
-        _read("index.html"),
-        media_type="text/html; charset=utf-8",
-        headers={
-            "Cache-Control": PAGE_CACHE,
-            "Content-Security-Policy": CSP,
-            "X-Content-Type-Options": "nosniff",
-        },
+async def index(request: Request) -> Response:
+    return _serve(
+        request,
+        "index.html",
+        "text/html; charset=utf-8",
+        {"Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer"},
     )
 
 
 @router.get("/static/{name}")
-async def asset(name: str) -> Response:
+async def asset(request: Request, name: str) -> Response:
     if name not in ASSETS:
         raise NotFoundError(f"Unknown route: GET /static/{name}")
-    return Response(
-        _read(name),
-        media_type=ASSETS[name],
-        headers={"Cache-Control": ASSET_CACHE, "X-Content-Type-Options": "nosniff"},
-    )
+    return _serve(request, name, ASSETS[name], {})

@@ -354,9 +354,10 @@ function formatStats(figures, usage, live) {
   const parts = [];
   if (figures.firstToken) parts.push(`first token ${((figures.firstToken - figures.started) / 1000).toFixed(2)} s`);
   const seconds = (figures.last - (figures.firstToken || figures.started)) / 1000;
-  // The first token's time is in TTFT, so the rate counts the tokens after it.
+  // The first token's time is in TTFT, so the rate counts the tokens after it. It needs
+  // a few streamed deltas: a tool call, say, arrives whole at the end, with no rate to see.
   const tokens = usage ? usage.completion_tokens : figures.chunks;
-  if (seconds > 0 && tokens > 1) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
+  if (seconds > 0 && tokens > 1 && figures.chunks >= 3) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
   if (usage) parts.push(`${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens`);
   else if (live) parts.push(`${figures.chunks} chunks so far`);
   return parts.join(" · ");
@@ -376,11 +377,25 @@ function sleep(ms, signal) {
 async function streamAnswer(body, reply, li, signal) {
   const figures = { started: performance.now(), firstToken: null, last: null, chunks: 0 };
   let usage = null;
-  const redraw = () => {
+  const draw = () => {
+    frame = null;
     fillMessage(li, reply);
     ui.stats.textContent = formatStats(figures, usage, true);
     scrollDown();
   };
+  // The first token shows at once; then at most one redraw per frame, as a fast
+  // model sends more tokens than the screen can show.
+  let frame = null;
+  let drawn = false;
+  const redraw = () => {
+    if (!drawn && figures.firstToken !== null) {
+      drawn = true;
+      draw();
+    } else {
+      frame ??= requestAnimationFrame(draw);
+    }
+  };
+  signal.addEventListener("abort", () => frame !== null && cancelAnimationFrame(frame));
   for await (const event of streamChat(body, { apiKey, signal })) {
     if (event.type === "queued") {
       // Only while waiting for a slot: the first token clears it.
@@ -419,8 +434,6 @@ async function streamAnswer(body, reply, li, signal) {
   }
   figures.last = figures.last || performance.now();
   reply.stats = formatStats(figures, usage, false);
-  // The reasoning stays one click away once the answer is there.
-  if (reply.content || reply.tool_calls) li.querySelector(".reasoning").open = false;
 }
 
 /** Gets the assistant's next message in `chat`: streamed, with retries for 401 and 429. */
@@ -457,7 +470,7 @@ async function answer(chat) {
         retries += 1;
         for (let left = e.retryAfter; left > 0; left--) {
           showError(
-            `The server is busy (${e.status}, Retry-After: ${e.retryAfter} s): ${e.message} ` +
+            `The server is ${e.status === 429 ? "busy" : "unavailable"} (${e.status}, Retry-After: ${e.retryAfter} s): ${e.message} ` +
               `Retrying in ${left} s (try ${retries} of ${MAX_BUSY_RETRIES}); Stop cancels.`
           );
           await sleep(1000, signal);
