@@ -21,6 +21,9 @@ const TABLE_DELIMITER = /^\s*\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$/;
 const SAFE_URL = /^(https?:\/\/|mailto:)/i;
 const BARE_URL = /^https?:\/\/[^\s<>"]*[^\s<>".,;:!?)\]'*_~]/i;
 const ESCAPABLE = "\\`*_{}[]()#+-.!|~<>\"'";
+// How far ahead a link label or an emphasis may close: bounds the work per
+// character, so text full of unmatched brackets or stars cannot stall the page.
+const LOOKAHEAD = 2000;
 
 function el(tag, className) {
   const node = document.createElement(tag);
@@ -390,12 +393,13 @@ function inline(parent, text, inLink = false) {
 function parseLink(text, k) {
   let depth = 0;
   let j = k;
-  for (; j < text.length; j++) {
+  const end = Math.min(text.length, k + LOOKAHEAD);
+  for (; j < end; j++) {
     if (text[j] === "\\") j += 1;
     else if (text[j] === "[") depth += 1;
     else if (text[j] === "]" && --depth === 0) break;
   }
-  if (j >= text.length || text[j + 1] !== "(") return null;
+  if (j >= end || text[j + 1] !== "(") return null;
   const m = /^\(\s*<?([^\s()<>]*(?:\([^\s()<>]*\)[^\s()<>]*)*)>?(?:\s+"([^"]*)")?\s*\)/.exec(text.slice(j + 1));
   if (!m) return null;
   return { label: text.slice(k + 1, j), url: m[1], title: m[2], end: j + 1 + m[0].length };
@@ -412,7 +416,7 @@ function emphasis(text, k) {
     let from = k + marker.length + 1;
     for (;;) {
       const close = text.indexOf(marker, from);
-      if (close < 0) break;
+      if (close < 0 || close > k + LOOKAHEAD) break;
       const before = text[close - 1];
       const next = text[close + marker.length];
       const wordy = marker[0] === "_" && /\w/.test(next || "");

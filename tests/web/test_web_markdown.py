@@ -92,6 +92,20 @@ def test_markdown_renders_as_elements(server, chat_page):
     assert rendered == dict(CASES)
 
 
+def test_pathological_text_renders_quickly(server, chat_page):
+    chat_page.open(server, wait_model=False)
+    ms = chat_page.evaluate(
+        """async () => {
+             const { renderMarkdown } = await import('/static/markdown.js');
+             const junk = '[**_`<a '.repeat(15000) + '\\n' + '| a '.repeat(2000) + '\\n|---|\\n' + '- '.repeat(3000);
+             const t0 = performance.now();
+             renderMarkdown(document.createElement('div'), junk);
+             return performance.now() - t0;
+           }"""
+    )
+    assert ms < 1500, ms  # with unbounded lookahead: 1.6 s here, 0.2 s bounded
+
+
 def test_rendered_answer_has_lists_tables_and_a_working_copy_button(server, browser):
     context = browser.new_context(bypass_csp=True, permissions=["clipboard-read", "clipboard-write"])
     page = context.new_page()
