@@ -56,12 +56,13 @@ async function request(path, init) {
   }
 }
 
-/** The loaded model's name (the first of /v1/models). */
-export async function modelName(apiKey) {
+/** The server's models, from /v1/models: [{id, loaded}], loaded ones first. */
+export async function listModels(apiKey) {
   const response = await request("/v1/models", { headers: headers(apiKey, false) });
   if (!response.ok) throw await errorFrom(response);
   const body = await response.json();
-  return body.data[0].id;
+  const models = body.data.map((m) => ({ id: String(m.id), loaded: !m.mlxserve || m.mlxserve.loaded !== false }));
+  return models.filter((m) => m.loaded).concat(models.filter((m) => !m.loaded));
 }
 
 function numberSetting(value, name, { min, max, integer }) {

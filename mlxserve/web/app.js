@@ -4,11 +4,13 @@
 // (markdown.js builds elements itself), never as HTML, so a hostile answer is
 // shown literally instead of being run.
 
-import { ApiError, chatBody, modelName, parseTools, streamChat } from "./api.js";
+import { ApiError, chatBody, listModels, parseTools, streamChat } from "./api.js";
 import { renderMarkdown } from "./markdown.js";
 import * as store from "./store.js";
 
-const MAX_BUSY_RETRIES = 5;
+// Retries while the server says to come back: 429 (queue full) and 503 (a model loading,
+// or no slot within the queue timeout). Loading a large model can take a while.
+const MAX_RETRIES = { 429: 5, 503: 40 };
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -25,7 +27,6 @@ const ui = {
 let state = store.loadChats();
 let settings = store.loadSettings();
 let apiKey = store.loadApiKey();
-let model = null;
 let controller = null; // the AbortController of the answer in flight, if any
 
 function save() {
@@ -319,15 +320,24 @@ async function withKey(call) {
   }
 }
 
-async function loadModelName() {
+// Fills the model picker from /v1/models; the choice is kept with the settings.
+async function loadModels() {
+  let models;
   try {
-    model = await withKey(modelName);
-    ui.model.textContent = "model: " + model;
+    models = await withKey(listModels);
   } catch (e) {
-    ui.model.textContent = "model: unavailable";
+    ui.model.replaceChildren(new Option("unavailable", ""));
     showError(e.message);
+    return;
   }
+  ui.model.replaceChildren(...models.map((m) => new Option(m.loaded ? m.id : `${m.id} (not loaded)`, m.id)));
+  if (models.some((m) => m.id === settings.model)) ui.model.value = settings.model;
 }
+
+ui.model.addEventListener("change", () => {
+  settings.model = ui.model.value;
+  store.saveSettings(settings);
+});
 
 // ---- answering -------------------------------------------------------------------
 
@@ -441,7 +451,7 @@ async function answer(chat) {
   const reply = { role: "assistant", content: "" };
   let body;
   try {
-    body = chatBody(settings, wireMessages(chat), model);
+    body = chatBody(settings, wireMessages(chat), ui.model.value);
   } catch (e) {
     save();
     renderMessages();
@@ -466,16 +476,17 @@ async function answer(chat) {
         hideError();
         break;
       } catch (e) {
-        if (!(e instanceof ApiError && e.kind === "busy" && retries < MAX_BUSY_RETRIES)) throw e;
+        const limit = MAX_RETRIES[e.status] || 0;
+        if (!(e instanceof ApiError && e.kind === "busy" && retries < limit)) throw e;
         retries += 1;
         for (let left = e.retryAfter; left > 0; left--) {
           showError(
             `The server is ${e.status === 429 ? "busy" : "unavailable"} (${e.status}, Retry-After: ${e.retryAfter} s): ${e.message} ` +
-              `Retrying in ${left} s (try ${retries} of ${MAX_BUSY_RETRIES}); Stop cancels.`
+              `Retrying in ${left} s (try ${retries} of ${limit}); Stop cancels.`
           );
           await sleep(1000, signal);
         }
-        showError(`The server was busy; retrying now (try ${retries} of ${MAX_BUSY_RETRIES}).`);
+        showError(`Retrying now (try ${retries} of ${limit}).`);
       }
     }
   } catch (e) {
@@ -515,7 +526,10 @@ function renderKeyState() {
 }
 
 function fillSettings() {
-  for (const [name, value] of Object.entries(settings)) ui.settingsForm.elements[name].value = value;
+  for (const [name, value] of Object.entries(settings)) {
+    const field = ui.settingsForm.elements[name];
+    if (field) field.value = value;
+  }
   renderKeyState();
   checkSettings();
 }
@@ -556,7 +570,7 @@ ui.form.addEventListener("submit", (event) => {
   const text = ui.prompt.value.trim();
   if (!text || controller) return;
   try {
-    chatBody(settings, [], model); // invalid settings: say so and keep the message
+    chatBody(settings, [], null); // invalid settings: say so and keep the message
   } catch (e) {
     showError(e.message);
     return;
@@ -593,4 +607,4 @@ ui.toggleChats.addEventListener("click", () => {
 });
 
 renderAll();
-loadModelName();
+loadModels();

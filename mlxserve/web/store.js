@@ -12,6 +12,7 @@ export const API_KEY_KEY = "mlxserve.apiKey.v1";
 //            tool_call_id?, note?, stats? }
 
 export const DEFAULT_SETTINGS = {
+  model: "", // the model picked in the header; empty = the server's first loaded model
   system: "", // system prompt; empty = none
   temperature: "", // empty = the model's default
   top_p: "",

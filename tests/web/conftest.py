@@ -43,7 +43,7 @@ class ChatPage:
     def open(self, server, *, wait_model=True):
         self.page.goto(server.url + "/")
         if wait_model:
-            self.page.locator("#model", has_text="model: test-model").wait_for()
+            self.page.locator("#model option[value='test-model']").wait_for(state="attached")
 
     def store_chats(self, chats, current):
         """Replaces the stored conversations and reloads the page."""

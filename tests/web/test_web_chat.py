@@ -25,7 +25,7 @@ def test_page_runs_under_its_own_csp(server, browser):
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
     page.goto(server.url + "/")
-    page.locator("#model", has_text="model: test-model").wait_for(timeout=15_000)
+    page.locator("#model option[value='test-model']").wait_for(state="attached", timeout=15_000)
     context.close()
     assert problems == []
 
@@ -241,3 +241,26 @@ def test_tool_call_card_and_result_round_trip(server, chat_page, examples):
     assert page.locator("#messages .message.tool pre").text_content() == json.dumps(json.loads(result), indent=2)
     page.reload()
     assert page.locator("#messages .toolcall").count() == 1 and page.locator(".toolresult").count() == 0
+
+
+def test_model_picker_lists_the_models_and_sends_the_choice(server, chat_page, examples):
+    page = chat_page
+    models = {"object": "list", "data": [
+        {"id": "test-model", "object": "model", "mlxserve": {"loaded": True}},
+        {"id": "other-model", "object": "model", "mlxserve": {"loaded": False}},
+    ]}
+    # Two models, as a server with a models.yaml would list them.
+    page.route("**/v1/models", lambda route: route.fulfill(json=models))
+    page.open(server)
+    options = page.locator("#model option")
+    assert options.all_text_contents() == ["test-model", "other-model (not loaded)"]
+    assert page.input_value("#model") == "test-model"
+    page.select_option("#model", "other-model")
+    page.reload()
+    page.locator("#model option[value='other-model']").wait_for(state="attached")
+    assert page.input_value("#model") == "other-model"  # kept in the browser
+    page.select_option("#model", "test-model")
+    with page.expect_request("**/v1/chat/completions") as request:
+        page.ask(examples["short"]["messages"][0]["content"])
+    assert request.value.post_data_json["model"] == "test-model"
+    page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for()

@@ -80,7 +80,7 @@ def test_api_key_is_asked_once_stored_and_sent(make_server, chat_page, examples)
     page.locator("#key-reason", has_text="rejected").wait_for()
     page.fill("#api-key", "s3cret")
     page.click("#key-save")
-    page.locator("#model", has_text="model: test-model").wait_for()
+    page.locator("#model option[value='test-model']").wait_for(state="attached")
     assert not page.is_visible("#key-dialog")
 
     with page.expect_request("**/v1/chat/completions") as request:
@@ -90,7 +90,7 @@ def test_api_key_is_asked_once_stored_and_sent(make_server, chat_page, examples)
 
     # Kept in the browser: a reload asks nothing.
     page.reload()
-    page.locator("#model", has_text="model: test-model").wait_for()
+    page.locator("#model option[value='test-model']").wait_for(state="attached")
     assert not page.is_visible("#key-dialog")
 
     # A key the server no longer takes is asked for again, then the request is retried.
