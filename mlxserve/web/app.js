@@ -66,22 +66,29 @@ function toolCallCard(call) {
   return card;
 }
 
-// The form under an answer's tool calls: the person plays the tool and types its result.
-function toolResultForm(chat, call) {
+// The form under an answer's tool calls: the person plays the tools and types their
+// results; all are sent together, as the model expects one result per call.
+function toolResultsForm(chat, calls) {
   const form = el("form", "toolresult");
-  const id = "result-" + call.id;
-  const label = el("label", "", `Result of ${call.function.name}`);
-  label.htmlFor = id;
-  const input = el("textarea");
-  input.id = id;
-  input.rows = 2;
-  const button = el("button", "", "Send result");
+  const inputs = calls.map((call, i) => {
+    const input = el("textarea");
+    input.id = `tool-result-${i}`;
+    input.rows = 2;
+    input.required = true;
+    const label = el("label", "", `Result of ${call.function.name}`);
+    label.htmlFor = input.id;
+    form.append(label, input);
+    return input;
+  });
+  const button = el("button", "", calls.length > 1 ? "Send results" : "Send result");
   button.type = "submit";
-  form.append(label, input, button);
+  form.append(button);
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (controller || !input.value.trim()) return;
-    chat.messages.push({ role: "tool", tool_call_id: call.id, name: call.function.name, content: input.value.trim() });
+    if (controller) return;
+    calls.forEach((call, i) => {
+      chat.messages.push({ role: "tool", tool_call_id: call.id, name: call.function.name, content: inputs[i].value.trim() });
+    });
     answer(chat);
   });
   return form;
@@ -138,9 +145,7 @@ function renderMessages() {
   const chat = currentChat();
   ui.messages.replaceChildren(...chat.messages.map(messageElement));
   const pending = controller ? [] : unansweredCalls(chat);
-  if (pending.length) {
-    ui.messages.lastElementChild.append(...pending.map((call) => toolResultForm(chat, call)));
-  }
+  if (pending.length) ui.messages.lastElementChild.append(toolResultsForm(chat, pending));
   scrollDown();
 }
 

@@ -264,3 +264,26 @@ def test_model_picker_lists_the_models_and_sends_the_choice(server, chat_page, e
         page.ask(examples["short"]["messages"][0]["content"])
     assert request.value.post_data_json["model"] == "test-model"
     page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for()
+
+
+def test_parallel_tool_calls_get_one_form_and_are_answered_together(server, chat_page):
+    page = chat_page
+    page.open(server)
+    calls = [{"id": f"call_{i}", "type": "function", "function": {"name": "add", "arguments": args}}
+             for i, args in enumerate(['{"a": 1, "b": 2}', '{"a": 3, "b": 4}'])]
+    page.store_chats([{"id": "t", "title": "tools", "messages": [
+        {"role": "user", "content": "Add twice."}, {"role": "assistant", "content": "", "tool_calls": calls}]}], "t")
+    assert page.locator(".toolcall").count() == 2 and page.locator(".toolresult textarea").count() == 2
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+        headers={"Content-Type": "text/event-stream"},
+        body='data: {"choices": [{"index": 0, "delta": {"content": "3 and 7."}}]}\n\ndata: [DONE]\n\n'))
+    page.fill("#tool-result-0", "3")
+    page.fill("#tool-result-1", "7")
+    with page.expect_request("**/v1/chat/completions") as request:
+        page.click(".toolresult button")
+    sent = request.value.post_data_json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool"]
+    assert sent[1]["tool_calls"] == calls
+    assert [(m["tool_call_id"], m["content"]) for m in sent[2:]] == [("call_0", "3"), ("call_1", "7")]
+    page.last_answer().locator(".body", has_text="3 and 7.").wait_for()
+    assert page.locator(".toolresult").count() == 0
