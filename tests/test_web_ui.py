@@ -6,7 +6,7 @@ The page itself is driven in a real browser by tests/web/.
 import httpx
 import pytest
 
-SCRIPTS = ["app.js", "api.js", "markdown.js", "store.js"]
+SCRIPTS = ["app.js", "api.js", "keydialog.js", "markdown.js", "messages.js", "store.js"]
 
 
 def test_index_is_html_and_never_cached_stale(server):
@@ -52,3 +52,10 @@ def test_api_routes_are_not_shadowed(server):
     assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
     r = httpx.post(server.url + "/")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_every_file_of_the_page_is_served():
+    from mlxserve.routes.web import ASSETS, WEB_DIR
+
+    files = {p.name for p in WEB_DIR.iterdir()} - {"index.html"}
+    assert set(ASSETS) == files == set(SCRIPTS) | {"style.css"}

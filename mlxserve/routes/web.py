@@ -20,7 +20,9 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
     "api.js": "text/javascript; charset=utf-8",
+    "keydialog.js": "text/javascript; charset=utf-8",
     "markdown.js": "text/javascript; charset=utf-8",
+    "messages.js": "text/javascript; charset=utf-8",
     "store.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }

@@ -5,7 +5,8 @@
 // shown literally instead of being run.
 
 import { ApiError, chatBody, listModels, parseTools, streamChat } from "./api.js";
-import { renderMarkdown } from "./markdown.js";
+import { askApiKey } from "./keydialog.js";
+import { el, fillMessage, formatStats, messageElement, wireMessages } from "./messages.js";
 import * as store from "./store.js";
 
 // Retries while the server says to come back: 429 (queue full) and 503 (a model loading,
@@ -20,8 +21,6 @@ const ui = {
   sidebar: $("sidebar"), toggleChats: $("toggle-chats"),
   settings: $("settings"), openSettings: $("open-settings"), settingsForm: $("settings-form"),
   settingsProblem: $("settings-problem"), keyState: $("key-state"), forgetKey: $("forget-key"),
-  keyDialog: $("key-dialog"), keyForm: $("key-form"), keyInput: $("api-key"),
-  keyReason: $("key-reason"), keyCancel: $("key-cancel"),
 };
 
 let state = store.loadChats();
@@ -39,32 +38,6 @@ function currentChat() {
 }
 
 // ---- messages ----------------------------------------------------------------
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function prettyJson(text) {
-  try {
-    return JSON.stringify(JSON.parse(text), null, 2);
-  } catch (e) {
-    return text; // still streaming, or not JSON: show it as it is
-  }
-}
-
-function toolCallCard(call) {
-  const card = el("div", "toolcall");
-  const head = el("div", "toolhead");
-  head.append(el("span", "label", "Tool call"), el("strong", "", call.function.name || "…"));
-  if (call.id) head.append(el("span", "muted", call.id));
-  const args = el("pre");
-  args.append(el("code", "", prettyJson(call.function.arguments || "")));
-  card.append(head, args);
-  return card;
-}
 
 // The form under an answer's tool calls: the person plays the tools and types their
 // results; all are sent together, as the model expects one result per call.
@@ -92,46 +65,6 @@ function toolResultsForm(chat, calls) {
     answer(chat);
   });
   return form;
-}
-
-// Fills a message's element from the message (called again as an answer streams in).
-function fillMessage(li, message) {
-  const body = li.querySelector(".body");
-  if (message.role === "user") {
-    body.textContent = message.content; // what the person typed, exactly as typed
-  } else if (message.role === "tool") {
-    body.replaceChildren(el("span", "label", `Tool result (${message.name || message.tool_call_id})`));
-    const pre = el("pre");
-    pre.append(el("code", "", prettyJson(message.content)));
-    body.append(pre);
-  } else {
-    renderMarkdown(body, message.content || "");
-  }
-  const reasoning = li.querySelector(".reasoning");
-  if (reasoning) {
-    reasoning.hidden = !message.reasoning;
-    reasoning.querySelector(".text").textContent = message.reasoning || "";
-  }
-  const calls = li.querySelector(".toolcalls");
-  if (calls) calls.replaceChildren(...(message.tool_calls || []).filter(Boolean).map(toolCallCard));
-  li.querySelector(".note").textContent = message.note || "";
-  li.querySelector(".stats").textContent = message.stats || "";
-}
-
-function messageElement(message) {
-  const li = el("li", "message " + message.role);
-  const names = { user: "You", assistant: "Assistant", tool: "Tool" };
-  li.append(el("div", "role", names[message.role] || message.role));
-  if (message.role === "assistant") {
-    const reasoning = el("details", "reasoning");
-    reasoning.append(el("summary", "", "Reasoning"), el("div", "text"));
-    li.append(reasoning);
-  }
-  li.append(el("div", "body"));
-  if (message.role === "assistant") li.append(el("div", "toolcalls"));
-  li.append(el("div", "note"), el("div", "stats muted"));
-  fillMessage(li, message);
-  return li;
 }
 
 // Tool calls of the last answer that have no result yet.
@@ -272,46 +205,6 @@ function closeSidebar() {
 
 // ---- API key -------------------------------------------------------------------
 
-let keyPrompt = null; // one dialog at a time, however many requests are waiting for it
-
-/** Asks for the API key; resolves to the key, or null if the person cancels. */
-function askApiKey(rejected) {
-  if (keyPrompt) return keyPrompt;
-  ui.keyReason.textContent = rejected
-    ? "The server rejected the stored API key. Enter the key it was started with (--api-key)."
-    : "This server asks for an API key (its --api-key). It is kept in this browser and sent as a Bearer token.";
-  ui.keyInput.value = "";
-  keyPrompt = new Promise((resolve) => {
-    const finish = (key) => {
-      ui.keyForm.removeEventListener("submit", onSubmit);
-      ui.keyCancel.removeEventListener("click", onCancel);
-      ui.keyDialog.removeEventListener("cancel", onCancel);
-      if (ui.keyDialog.open) ui.keyDialog.close();
-      keyPrompt = null;
-      resolve(key);
-    };
-    const onSubmit = (event) => {
-      event.preventDefault();
-      const key = ui.keyInput.value.trim();
-      if (!key) return;
-      apiKey = key;
-      store.saveApiKey(key);
-      renderKeyState();
-      finish(key);
-    };
-    const onCancel = (event) => {
-      event.preventDefault();
-      finish(null);
-    };
-    ui.keyForm.addEventListener("submit", onSubmit);
-    ui.keyCancel.addEventListener("click", onCancel);
-    ui.keyDialog.addEventListener("cancel", onCancel);
-    ui.keyDialog.showModal();
-    ui.keyInput.focus();
-  });
-  return keyPrompt;
-}
-
 /** Runs `call(apiKey)`, asking for the key (and retrying) while the server answers 401. */
 async function withKey(call) {
   for (;;) {
@@ -321,6 +214,9 @@ async function withKey(call) {
       if (!(e instanceof ApiError && e.kind === "auth")) throw e;
       const key = await askApiKey(Boolean(apiKey));
       if (key === null) throw new ApiError("auth", "This server needs an API key: " + e.message, { status: 401 });
+      apiKey = key;
+      store.saveApiKey(key);
+      renderKeyState();
     }
   }
 }
@@ -345,38 +241,6 @@ ui.model.addEventListener("change", () => {
 });
 
 // ---- answering -------------------------------------------------------------------
-
-// The chat in the wire form: assistant tool calls go only with their results.
-function wireMessages(chat) {
-  const results = new Set(chat.messages.filter((m) => m.role === "tool").map((m) => m.tool_call_id));
-  const out = [];
-  for (const m of chat.messages) {
-    if (m.role === "user") {
-      out.push({ role: "user", content: m.content });
-    } else if (m.role === "tool") {
-      out.push({ role: "tool", tool_call_id: m.tool_call_id, content: m.content });
-    } else {
-      const calls = (m.tool_calls || []).filter((c) => c && results.has(c.id));
-      if (calls.length) out.push({ role: "assistant", content: m.content || null, tool_calls: calls });
-      // Empty answers (failed or stopped before any token) would only confuse the model.
-      else if (m.content) out.push({ role: "assistant", content: m.content });
-    }
-  }
-  return out;
-}
-
-function formatStats(figures, usage, live) {
-  const parts = [];
-  if (figures.firstToken) parts.push(`first token ${((figures.firstToken - figures.started) / 1000).toFixed(2)} s`);
-  const seconds = (figures.last - (figures.firstToken || figures.started)) / 1000;
-  // The first token's time is in TTFT, so the rate counts the tokens after it. It needs
-  // a few streamed deltas: a tool call, say, arrives whole at the end, with no rate to see.
-  const tokens = usage ? usage.completion_tokens : figures.chunks;
-  if (seconds > 0 && tokens > 1 && figures.chunks >= 3) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
-  if (usage) parts.push(`${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens`);
-  else if (live) parts.push(`${figures.chunks} chunks so far`);
-  return parts.join(" · ");
-}
 
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {

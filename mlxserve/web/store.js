@@ -8,8 +8,7 @@ export const SETTINGS_KEY = "mlxserve.settings.v1";
 export const API_KEY_KEY = "mlxserve.apiKey.v1";
 
 // Chats: { current: "<id>", chats: [{ id, title, messages: [Message] }] }
-// Message: { role: "user" | "assistant" | "tool", content, reasoning?, tool_calls?,
-//            tool_call_id?, note?, stats? }
+// (a Message's fields: see messages.js)
 
 export const DEFAULT_SETTINGS = {
   model: "", // the model picked in the header; empty = the server's first loaded model
