@@ -258,9 +258,12 @@ async function streamAnswer(body, reply, li, signal) {
   let usage = null;
   const draw = () => {
     frame = null;
+    // Follow the answer only if the reader has not scrolled up to read something else.
+    const c = ui.conversation;
+    const following = c.scrollHeight - c.scrollTop - c.clientHeight < 60;
     fillMessage(li, reply);
     ui.stats.textContent = formatStats(figures, usage, true);
-    scrollDown();
+    if (following) scrollDown();
   };
   // The first token shows at once; then at most one redraw per frame, as a fast
   // model sends more tokens than the screen can show.
@@ -274,42 +277,46 @@ async function streamAnswer(body, reply, li, signal) {
       frame ??= requestAnimationFrame(draw);
     }
   };
-  signal.addEventListener("abort", () => frame !== null && cancelAnimationFrame(frame));
-  for await (const event of streamChat(body, { apiKey, signal })) {
-    if (event.type === "queued") {
-      // Only while waiting for a slot: the first token clears it.
-      if (figures.firstToken === null) {
-        reply.note = `waiting (${event.position} ahead)`;
-        redraw();
+  try {
+    for await (const event of streamChat(body, { apiKey, signal })) {
+      if (event.type === "queued") {
+        // Only while waiting for a slot: the first token clears it.
+        if (figures.firstToken === null) {
+          reply.note = `waiting (${event.position} ahead)`;
+          redraw();
+        }
+        continue;
       }
-      continue;
-    }
-    const chunk = event.chunk;
-    if (chunk.usage) usage = chunk.usage;
-    const choice = chunk.choices && chunk.choices[0];
-    if (!choice) continue;
-    const delta = choice.delta || {};
-    if (delta.content || delta.reasoning_content || delta.tool_calls) {
-      figures.last = performance.now();
-      figures.chunks += 1;
-      if (figures.firstToken === null) {
-        figures.firstToken = figures.last;
-        reply.note = "";
-        li.querySelector(".reasoning").open = Boolean(delta.reasoning_content);
+      const chunk = event.chunk;
+      if (chunk.usage) usage = chunk.usage;
+      const choice = chunk.choices && chunk.choices[0];
+      if (!choice) continue;
+      const delta = choice.delta || {};
+      if (delta.content || delta.reasoning_content || delta.tool_calls) {
+        figures.last = performance.now();
+        figures.chunks += 1;
+        if (figures.firstToken === null) {
+          figures.firstToken = figures.last;
+          reply.note = "";
+          li.querySelector(".reasoning").open = Boolean(delta.reasoning_content);
+        }
       }
+      if (delta.content) reply.content += delta.content;
+      if (delta.reasoning_content) reply.reasoning = (reply.reasoning || "") + delta.reasoning_content;
+      for (const part of delta.tool_calls || []) {
+        // OpenAI's streaming shape: id and name come first, arguments in fragments, by index.
+        reply.tool_calls = reply.tool_calls || [];
+        const call = (reply.tool_calls[part.index] ||= { id: "", type: "function", function: { name: "", arguments: "" } });
+        if (part.id) call.id = part.id;
+        if (part.function && part.function.name) call.function.name = part.function.name;
+        if (part.function && part.function.arguments) call.function.arguments += part.function.arguments;
+      }
+      if (choice.finish_reason === "length") reply.note = "(cut off: max tokens reached, finish_reason length)";
+      redraw();
     }
-    if (delta.content) reply.content += delta.content;
-    if (delta.reasoning_content) reply.reasoning = (reply.reasoning || "") + delta.reasoning_content;
-    for (const part of delta.tool_calls || []) {
-      // OpenAI's streaming shape: id and name come first, arguments in fragments, by index.
-      reply.tool_calls = reply.tool_calls || [];
-      const call = (reply.tool_calls[part.index] ||= { id: "", type: "function", function: { name: "", arguments: "" } });
-      if (part.id) call.id = part.id;
-      if (part.function && part.function.name) call.function.name = part.function.name;
-      if (part.function && part.function.arguments) call.function.arguments += part.function.arguments;
-    }
-    if (choice.finish_reason === "length") reply.note = "(cut off: max tokens reached, finish_reason length)";
-    redraw();
+  } finally {
+    // A frame still pending would draw into the page after the final render.
+    if (frame !== null) cancelAnimationFrame(frame);
   }
   figures.last = figures.last || performance.now();
   reply.stats = formatStats(figures, usage, false);

@@ -72,6 +72,10 @@ def test_long_answer_streams_in_as_paragraphs(server, chat_page, examples):
     seen = page.evaluate("window.__seen")
     # Shown piece by piece as it streamed, each view a beginning of the story.
     assert len(seen) >= 3 and all(story.replace("\n", "").startswith(s) for s in seen), seen
+    # The live figures give way to the final ones under the answer (no late frame redraws them).
+    page.wait_for_timeout(200)
+    assert page.text_content("#stats") == ""
+    assert "completion tokens" in page.last_answer().locator(".stats").text_content()
 
 
 def test_stop_aborts_and_frees_the_server(server, chat_page, examples):
