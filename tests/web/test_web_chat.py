@@ -2,6 +2,7 @@
 
 import json
 import re
+import time
 
 import httpx
 
@@ -78,7 +79,17 @@ def test_long_answer_streams_in_as_paragraphs(server, chat_page, examples):
     assert "completion tokens" in page.last_answer().locator(".stats").text_content()
 
 
-def test_stop_aborts_and_frees_the_server(server, chat_page, examples):
+def test_stop_aborts_and_frees_the_server(server, chat_page, examples, engine, monkeypatch):
+    steps = []  # tokens the engine generates (on its own thread)
+    step = engine._step
+
+    def slow_step(run):
+        # 10 ms a token: the story takes over 3 s, so "stopped early" holds on a loaded machine too.
+        steps.append(1)
+        time.sleep(0.01)
+        return step(run)
+
+    monkeypatch.setattr(engine, "_step", slow_step)
     page = chat_page
     page.open(server)
     # Stop from inside the page as soon as the answer has started streaming: a click
@@ -96,6 +107,7 @@ def test_stop_aborts_and_frees_the_server(server, chat_page, examples):
     # The abort closed the connection: the server stops generating and frees the slot.
     server.wait_idle(timeout=20)
     assert httpx.get(server.url + "/healthz").json()["active_requests"] == 0
+    assert len(steps) < len(engine.tokenizer.encode(examples["long"]["completion"]))  # stopped early
     assert page.is_enabled("#send") and page.is_disabled("#stop")
     # What was shown when Stop was pressed is what stays, after a reload too.
     page.reload()
