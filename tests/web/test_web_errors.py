@@ -3,6 +3,7 @@
 import asyncio
 import json
 import threading
+import time
 
 import httpx
 
@@ -23,7 +24,10 @@ def test_context_too_long_is_explained(make_server, chat_page):
     assert page.is_enabled("#send")
 
 
-def test_busy_server_shows_retry_after_then_retries(make_server, chat_page, examples):
+def test_busy_server_shows_retry_after_then_retries(make_server, chat_page, examples, engine, monkeypatch):
+    step = engine._step
+    # 5 ms a token: the story holds the slot for over 1.5 s, even when the page is slow to ask.
+    monkeypatch.setattr(engine, "_step", lambda run: time.sleep(0.005) or step(run))
     server = make_server(queue_size=0)  # nothing may wait: a second request gets 429
     page = chat_page
     page.open(server)
