@@ -27,6 +27,13 @@ def test_page_runs_under_its_own_csp(server, browser):
     page.on("console", lambda m: m.type == "error" and problems.append(m.text))
     page.goto(server.url + "/")
     page.locator("#model option[value='test-model']").wait_for(state="attached", timeout=15_000)
+    # A rendered answer (aligned table cells, a code block) needs nothing the CSP forbids.
+    page.evaluate("""localStorage.setItem('mlxserve.chats.v1', JSON.stringify({current: 'c', chats: [{id: 'c', title: 't',
+        messages: [{role: 'user', content: 'q'}, {role: 'assistant', content: '| a |\\n|--:|\\n| 1 |\\n\\n```\\nx\\n```'}]}]}))""")
+    page.reload()
+    page.locator("td").wait_for()
+    assert page.eval_on_selector("td", "td => getComputedStyle(td).textAlign") == "right"
+    assert page.locator(".codeblock .copy").count() == 1
     context.close()
     assert problems == []
 
