@@ -1,15 +1,10 @@
 """The chat page under errors: each one is shown and handled, never a silent hang."""
 
-import asyncio
 import json
 import threading
 import time
 
 import httpx
-
-from mlxserve.app import create_app
-from mlxserve.config import DEMO_MODEL_PATH, Settings
-from tests.conftest import MODEL_NAME, LiveServer
 
 
 def test_context_too_long_is_explained(make_server, chat_page):
@@ -24,35 +19,44 @@ def test_context_too_long_is_explained(make_server, chat_page):
     assert page.is_enabled("#send")
 
 
-def test_busy_server_shows_retry_after_then_retries(make_server, chat_page, examples, engine, monkeypatch):
-    step = engine._step
-    # 5 ms a token: the story holds the slot for over 1.5 s, even when the page is slow to ask.
-    monkeypatch.setattr(engine, "_step", lambda run: time.sleep(0.005) or step(run))
+class SlotHolder:
+    """Holds the server's only slot with the long story (end-of-turn banned, so it runs on)
+    until :meth:`done`, as a long answer for another client would."""
+
+    def __init__(self, server, engine, examples):
+        no_eos = {str(t): -100 for t in engine.tokenizer.eos_token_ids}
+        self.body = {"messages": examples["long"]["messages"], "max_tokens": 1500, "logit_bias": no_eos, "stream": True}
+        self.release = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(server.url,), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while server.service.gate.active == 0:
+            assert time.monotonic() < deadline, "the story did not start"
+            time.sleep(0.01)
+
+    def _run(self, url):
+        with httpx.stream("POST", url + "/v1/chat/completions", json=self.body, timeout=60) as r:
+            for _ in r.iter_lines():
+                if self.release.is_set():
+                    break
+
+    def done(self):
+        self.release.set()
+        self.thread.join(30)
+
+
+def test_busy_server_shows_retry_after_then_retries(make_server, chat_page, examples, engine):
     server = make_server(queue_size=0)  # nothing may wait: a second request gets 429
     page = chat_page
     page.open(server)
-    story_started = threading.Event()
-
-    def long_story():
-        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=60,
-                          json={"messages": examples["long"]["messages"], "stream": True}) as r:
-            for line in r.iter_lines():
-                story_started.set()
-
     statuses = []
     page.on("response", lambda r: "/chat/completions" in r.url and statuses.append(r.status))
-
-    def first_try_during_the_story(route):
-        # The page's first request goes out only once the long story holds the only slot.
-        threading.Thread(target=long_story, daemon=True).start()
-        assert story_started.wait(30)
-        route.continue_()
-
-    page.route("**/v1/chat/completions", first_try_during_the_story, times=1)
+    story = SlotHolder(server, engine, examples)
     page.ask(examples["short"]["messages"][0]["content"])
     page.locator("#error", has_text="Retry-After: 2 s").wait_for()
     assert "busy (429" in page.text_content("#error") and page.is_enabled("#stop")
-    # Once the story is done, the retry gets the slot and the answer streams in.
+    # Once the story is done, a retry gets the slot and the answer streams in.
+    story.done()
     page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for(timeout=30_000)
     page.wait_done()
     assert statuses[0] == 429 and statuses[-1] == 200
@@ -146,48 +150,23 @@ def test_broken_streams_are_reported(server, chat_page):
     assert page.is_enabled("#send")
 
 
-class QueuedFront:
-    """The app behind a front that makes chat streams wait, sending ``: queued position=N``
-    comments first (as a server does while a request waits for a slot); ``advance`` steps it."""
-
-    def __init__(self, app, positions):
-        self.app = app
-        self.positions = positions
-        self.steps = threading.Semaphore(0)
-
-    def advance(self):
-        self.steps.release()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"] != "/v1/chat/completions":
-            return await self.app(scope, receive, send)
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
-        for position in self.positions:
-            await send({"type": "http.response.body", "body": f": queued position={position}\n\n".encode(),
-                        "more_body": True})
-            await asyncio.to_thread(self.steps.acquire)
-
-        async def body_only(message):
-            if message["type"] == "http.response.body":
-                await send(message)
-
-        await self.app(scope, receive, body_only)
-
-
-def test_queue_position_is_shown_until_the_first_token(engine, chat_page, examples):
-    settings = Settings(model=str(DEMO_MODEL_PATH), served_model_name=MODEL_NAME)
-    front = QueuedFront(create_app(settings, engine=engine), positions=[2, 1])
-    with LiveServer(front) as server:
+def test_queue_position_is_shown_until_the_first_token(make_server, chat_page, examples, engine):
+    server = make_server(max_requests=1, queue_size=4)
+    story = SlotHolder(server, engine, examples)
+    short = {"messages": examples["short"]["messages"], "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=short, timeout=60) as first:
+        lines = first.iter_lines()  # kept: dropping the iterator would close the stream
+        assert next(lines) == ": queued position=1"
         page = chat_page
         page.open(server)
         page.ask(examples["short"]["messages"][0]["content"])
         note = page.last_answer().locator(".note")
         note.filter(has_text="waiting (2 ahead)").wait_for()
-        front.advance()
-        note.filter(has_text="waiting (1 ahead)").wait_for()
-        assert page.is_enabled("#stop")
-        front.advance()
-        page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for()
-        page.wait_done()
-        assert note.text_content() == ""
+    # The one ahead gave up: the page moves up.
+    note.filter(has_text="waiting (1 ahead)").wait_for()
+    assert page.is_enabled("#stop")
+    story.done()
+    page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for()
+    page.wait_done()
+    assert note.text_content() == ""
+    server.wait_idle(timeout=20)
