@@ -17,7 +17,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   model: $("model"), chats: $("chats"), messages: $("messages"), error: $("error"),
   stats: $("stats"), form: $("composer"), prompt: $("prompt"), send: $("send"),
-  stop: $("stop"), newChat: $("new-chat"), conversation: $("conversation"),
+  stop: $("stop"), newChat: $("new-chat"), conversation: $("conversation"), announce: $("announce"),
   sidebar: $("sidebar"), toggleChats: $("toggle-chats"),
   settings: $("settings"), openSettings: $("open-settings"), settingsForm: $("settings-form"),
   settingsProblem: $("settings-problem"), keyState: $("key-state"), forgetKey: $("forget-key"),
@@ -194,7 +194,6 @@ function setBusy(busy) {
   ui.send.disabled = busy;
   ui.stop.disabled = !busy;
   ui.newChat.disabled = busy;
-  ui.messages.setAttribute("aria-busy", String(busy)); // announce the answer once, when complete
   renderChats();
 }
 
@@ -382,6 +381,8 @@ async function answer(chat) {
     setBusy(false);
     save();
     renderMessages();
+    ui.announce.textContent = ["Answer:", ui.messages.lastElementChild.querySelector(".body").textContent,
+      ...(reply.tool_calls || []).map((c) => "Tool call: " + c.function.name), reply.note].filter(Boolean).join(" ");
     ui.prompt.focus();
   }
 }
