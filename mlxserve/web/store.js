@@ -48,12 +48,32 @@ export function loadChats() {
     // Keep only well-formed chats, so a hand-edited store cannot break rendering.
     const chats = saved.chats.filter((c) => c && typeof c.id === "string" && Array.isArray(c.messages));
     if (chats.length) {
-      for (const c of chats) c.title = String(c.title ?? "Untitled");
+      for (const c of chats) {
+        c.title = String(c.title ?? "Untitled");
+        c.messages = c.messages.filter((m) => m && ["user", "assistant", "tool"].includes(m.role)).map(cleanMessage);
+      }
       return { current: saved.current, chats };
     }
   }
   const chat = newChat();
   return { current: chat.id, chats: [chat] };
+}
+
+const text = (value) => (value == null ? "" : String(value));
+
+// A stored message with every field the page reads in the type it expects.
+function cleanMessage(m) {
+  const calls = Array.isArray(m.tool_calls) ? m.tool_calls.filter((c) => c && c.function) : [];
+  return {
+    ...m,
+    content: text(m.content),
+    reasoning: text(m.reasoning),
+    note: text(m.note),
+    stats: text(m.stats),
+    tool_calls: calls.length
+      ? calls.map((c) => ({ id: text(c.id), type: "function", function: { name: text(c.function.name), arguments: text(c.function.arguments) } }))
+      : undefined,
+  };
 }
 
 export const saveChats = (state) => write(CHATS_KEY, state);

@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 HOSTILE_USER = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script> **not bold**'
 
 HOSTILE_ANSWER = """<img src=x onerror="window.__pwned=3">
@@ -170,4 +172,21 @@ def test_hostile_text_renders_inertly(server, chat_page):
     time.sleep(0.3)  # give a would-be handler time to fire
     assert page.evaluate("window.__pwned") is None
     assert page.url == server.url + "/"
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("stored", [
+    "not json",
+    '{"chats": "nope"}',
+    '{"current": "c", "chats": [null, {"id": "c", "title": null, "messages": [null, 7, {"role": "assistant", "content": {"x": 1},'
+    ' "tool_calls": [null, {"id": 3}, {"function": {"name": null, "arguments": {"a": 1}}}], "reasoning": 5}]}]}',
+])
+def test_corrupt_storage_does_not_brick_the_page(server, chat_page, examples, stored):
+    page = chat_page
+    page.open(server)
+    page.evaluate("(v) => localStorage.setItem('mlxserve.chats.v1', v)", stored)
+    page.reload()
+    page.click("#new-chat")
+    page.ask(examples["short"]["messages"][0]["content"])
+    page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for()
     assert page.errors == []
