@@ -37,7 +37,7 @@ export function renderMarkdown(target, text) {
 }
 
 /** A link element for `url`, or null when the URL is not http(s)/mailto. */
-export function safeLink(url) {
+function safeLink(url) {
   const trimmed = url.trim();
   if (!SAFE_URL.test(trimmed)) return null;
   let parsed;

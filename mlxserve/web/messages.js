@@ -12,7 +12,7 @@ export function el(tag, className, text) {
   return node;
 }
 
-export function prettyJson(text) {
+function prettyJson(text) {
   try {
     return JSON.stringify(JSON.parse(text), null, 2);
   } catch (e) {
