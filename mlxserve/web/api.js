@@ -17,6 +17,9 @@ export class ApiError extends Error {
   }
 }
 
+// The server's Retry-After for a queue timeout (its gate.py), which an in-band error cannot carry.
+const QUEUE_TIMEOUT_RETRY_AFTER = 5;
+
 function headers(apiKey, json) {
   const h = {};
   if (json) h["Content-Type"] = "application/json";
@@ -147,7 +150,11 @@ export async function* streamChat(body, { apiKey, signal }) {
         data = [];
         if (payload === "[DONE]") return;
         const event = JSON.parse(payload);
-        // Once the stream has started, errors arrive as an event, not a status.
+        // Once the stream has started, errors arrive as an event, not a status. A queued
+        // stream that got no slot in time is told so this way: like a 503, worth a retry.
+        if (event.error && event.error.code === "queue_timeout") {
+          throw new ApiError("busy", event.error.message, { status: 503, retryAfter: QUEUE_TIMEOUT_RETRY_AFTER });
+        }
         if (event.error) throw new ApiError("stream", event.error.message || "The server reported an error.");
         yield { type: "chunk", chunk: event };
       } else if (line.startsWith(":")) {

@@ -170,3 +170,18 @@ def test_queue_position_is_shown_until_the_first_token(make_server, chat_page, e
     page.wait_done()
     assert note.text_content() == ""
     server.wait_idle(timeout=20)
+
+
+def test_queue_timeout_in_the_stream_is_retried(make_server, chat_page, examples, engine):
+    server = make_server(max_requests=1, queue_size=4, queue_timeout=0.5)
+    story = SlotHolder(server, engine, examples)
+    page = chat_page
+    page.open(server)
+    page.ask(examples["short"]["messages"][0]["content"])
+    # Queued, then told in the stream that no slot came in time: the page waits and retries.
+    page.locator("#error", has_text="No generation slot became free").wait_for()
+    assert "Retry-After: 5 s" in page.text_content("#error")
+    story.done()
+    page.last_answer().locator(".body", has_text=examples["short"]["completion"]).wait_for(timeout=30_000)
+    assert page.is_hidden("#error")
+    server.wait_idle(timeout=20)
