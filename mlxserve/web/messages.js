@@ -100,5 +100,8 @@ export function formatStats(figures, usage, live) {
   if (seconds > 0 && tokens > 1 && figures.chunks >= 3) parts.push(`${((tokens - 1) / seconds).toFixed(1)} tokens/s`);
   if (usage) parts.push(`${usage.prompt_tokens} prompt + ${usage.completion_tokens} completion tokens`);
   else if (live) parts.push(`${figures.chunks} chunks so far`);
+  // The server's sliding window left earlier messages out: the model did not see them.
+  const dropped = usage && usage.context_dropped_messages;
+  if (dropped) parts.push(`${dropped} earlier message${dropped === 1 ? "" : "s"} left out to fit the context`);
   return parts.join(" · ");
 }

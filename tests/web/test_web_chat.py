@@ -310,3 +310,16 @@ def test_parallel_tool_calls_get_one_form_and_are_answered_together(server, chat
     assert [(m["tool_call_id"], m["content"]) for m in sent[2:]] == [("call_0", "3"), ("call_1", "7")]
     page.last_answer().locator(".body", has_text="3 and 7.").wait_for()
     assert page.locator(".toolresult").count() == 0
+
+
+def test_messages_left_out_by_the_window_are_named(make_server, chat_page, examples):
+    server = make_server(max_context=1)  # the model sees only the last message
+    page = chat_page
+    page.open(server)
+    page.ask(examples["json"]["messages"][0]["content"])
+    page.wait_done()
+    assert "left out" not in page.last_answer().locator(".stats").text_content()
+    page.ask(examples["short"]["messages"][0]["content"])
+    page.wait_done()
+    assert page.last_answer().locator(".body").text_content() == examples["short"]["completion"]
+    assert "2 earlier messages left out to fit the context" in page.last_answer().locator(".stats").text_content()
