@@ -316,9 +316,10 @@ async function streamAnswer(body, reply, li, signal) {
   } finally {
     // A frame still pending would draw into the page after the final render.
     if (frame !== null) cancelAnimationFrame(frame);
+    // Figures for what arrived, a stopped or broken answer included.
+    figures.last = figures.last || performance.now();
+    if (figures.firstToken !== null || usage) reply.stats = formatStats(figures, usage, false);
   }
-  figures.last = figures.last || performance.now();
-  reply.stats = formatStats(figures, usage, false);
 }
 
 /** Gets the assistant's next message in `chat`: streamed, with retries for 401 and 429. */

@@ -110,6 +110,7 @@ def test_stop_aborts_and_frees_the_server(server, chat_page, examples, engine, m
     page.ask(examples["long"]["messages"][0]["content"])
     page.last_answer().locator(".note", has_text="(stopped)").wait_for()
     shown = page.last_answer().locator(".body").text_content()
+    assert "first token" in page.last_answer().locator(".stats").text_content()  # figures for what came
     assert 0 < len(shown) < len(examples["long"]["completion"]) / 2
     # The abort closed the connection: the server stops generating and frees the slot.
     server.wait_idle(timeout=20)
