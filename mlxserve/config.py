@@ -29,6 +29,7 @@ PROTOCOLS = ("openai", "anthropic", "ollama")
 DEMO_MODEL_PATH = Path(__file__).parent / "demo_model"
 DEMO_MODEL_NAME = "mlxserve-demo"
 CONFIG_ENV = "MLXSERVE_CONFIG"
+KV_BITS = (2, 3, 4, 5, 6, 8)  # the bit widths MLX quantizes to
 
 
 class ConfigFileError(ValueError):
@@ -161,6 +162,27 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Seconds a stored response is kept for previous_response_id."
     )
 
+    prompt_cache_size: int = Field(
+        8,
+        ge=0,
+        description="Finished generations whose KV cache is kept, so that a prompt extending "
+        "one (the next turn of a chat) prefills only its new tokens (0 = no prompt cache).",
+    )
+    prompt_cache_bytes: int = Field(
+        2 << 30, ge=0, description="Most bytes of KV cache the prompt cache keeps."
+    )
+    kv_bits: Optional[int] = Field(
+        None,
+        description="Quantize the KV cache to this many bits: 2, 3, 4, 5, 6 or 8 (less memory, "
+        "slightly lower quality; default: full precision).",
+    )
+    max_kv_size: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Keep at most this many tokens of KV cache per generation, overwriting "
+        "the oldest (bounded memory for long generations; default: unbounded).",
+    )
+
     _api_keys: list[str] = PrivateAttr(default_factory=list)
 
     @field_validator("protocols")
@@ -192,6 +214,13 @@ class Settings(BaseSettings):
     def api_keys(self) -> list[str]:
         """Every API key the server accepts (none: the API is open)."""
         return self._api_keys
+
+    @field_validator("kv_bits")
+    @classmethod
+    def _kv_bits(cls, value: Optional[int]) -> Optional[int]:
+        if value is not None and value not in KV_BITS:
+            raise ValueError(f"kv_bits must be one of {', '.join(map(str, KV_BITS))}")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
 import mlx.core as mx
 from mlx_lm import stream_generate
 from mlx_lm.generate import TextStateMachine
+from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.utils import load
 
 from mlxserve.errors import GenerationError, ServiceUnavailableError
 from mlxserve.memory import InsufficientMemoryError, ModelShape, device_limit, is_out_of_memory
+from mlxserve.prompt_cache import PromptCache
 
 if TYPE_CHECKING:
     from mlxserve.selftest import SelfTest
@@ -52,6 +54,39 @@ CONTEXT_LENGTH_KEYS = (
 )
 FALLBACK_CONTEXT_LENGTH = 4096
 WARMUP_PROMPT = "Hello"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine keeps and grows KV caches.
+
+    Attributes:
+        prompt_cache_size: Most finished generations whose KV cache is kept for
+            reuse by a later prompt that extends them (0: no prompt cache).
+        prompt_cache_bytes: Most bytes those caches may hold together.
+        kv_bits: Quantize the KV cache to this many bits (``None``: full precision).
+        max_kv_size: Keep at most this many tokens of KV cache per generation,
+            overwriting the oldest (``None``: unbounded).
+    """
+
+    prompt_cache_size: int = 8
+    prompt_cache_bytes: int = 2 << 30
+    kv_bits: Optional[int] = None
+    max_kv_size: Optional[int] = None
+
+    @staticmethod
+    def factory(settings, **engine_args) -> "Callable[[str], Engine]":
+        """Makes the engine of a model (path or repo id) with the server's options."""
+        return lambda ref: Engine(ref, options=EngineOptions.from_settings(settings), **engine_args)
+
+    @classmethod
+    def from_settings(cls, settings) -> "EngineOptions":
+        return cls(
+            prompt_cache_size=settings.prompt_cache_size,
+            prompt_cache_bytes=settings.prompt_cache_bytes,
+            kv_bits=settings.kv_bits,
+            max_kv_size=settings.max_kv_size,
+        )
 
 
 @dataclass(frozen=True)
@@ -115,6 +150,7 @@ class Delta:
         prompt_tokens: Tokens in the prompt.
         completion_tokens: Tokens generated so far, the end-of-turn token included.
         stop_sequence: The request's stop string that ended the generation, if one did.
+        cached_tokens: Prompt tokens whose KV state came from the prompt cache.
     """
 
     text: str
@@ -123,6 +159,7 @@ class Delta:
     completion_tokens: int
     logprobs: tuple[TokenLogprob, ...] = ()
     stop_sequence: Optional[str] = None
+    cached_tokens: int = 0
 
     def then(self, later: "Delta") -> "Delta":
         """This delta followed by ``later``, as one."""
@@ -133,6 +170,7 @@ class Delta:
             later.completion_tokens,
             self.logprobs + later.logprobs,
             later.stop_sequence,
+            later.cached_tokens,
         )
 
 
@@ -165,21 +203,45 @@ class _Run:
         self.stop_held = ""  # text the stop matcher holds back: it may start a stop string
         self.completion_tokens = 0
         self.steps = 0
+        self.generated: list[int] = []
+        hit = engine.prompt_cache.fetch(req.prompt)
+        self.cached_tokens = hit.cached
+        self.cache = hit.cache or engine.new_cache()
         s = req.sampling
+        processors = make_logits_processors(
+            logit_bias=s.logit_bias,
+            repetition_penalty=s.repetition_penalty,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+        ) + list(req.logits_processors)
         self.tokens = stream_generate(
             engine.model,
             engine.tokenizer,
-            mx.array(req.prompt),
+            mx.array(req.prompt[hit.cached :]),
             max_tokens=req.max_tokens,
             sampler=make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k),
-            logits_processors=make_logits_processors(
-                logit_bias=s.logit_bias,
-                repetition_penalty=s.repetition_penalty,
-                presence_penalty=s.presence_penalty,
-                frequency_penalty=s.frequency_penalty,
-            )
-            + list(req.logits_processors),
+            logits_processors=with_prefix(processors, req.prompt[: hit.cached]),
+            prompt_cache=self.cache,
+            **engine.generation_kwargs(),
         )
+
+
+def with_prefix(processors: list, prefix: list[int]) -> list:
+    """Logits processors that see ``prefix`` (the cached prompt tokens) before their tokens.
+
+    With a prompt-cache hit mlx-lm passes processors only the tokens it
+    prefilled and generated; penalties and grammars must see the whole context.
+    """
+    if not processors or not prefix:
+        return processors
+    head = mx.array(prefix)
+
+    def wrap(processor):
+        return lambda tokens, logits: processor(
+            mx.concatenate([head.astype(tokens.dtype), tokens]), logits
+        )
+
+    return [wrap(p) for p in processors]
 
 
 class Engine:
@@ -189,11 +251,21 @@ class Engine:
         model: Hugging Face repo id or local path.
         warmup: Run a short generation before reporting ready.
         memory_limit: Bytes MLX may use (``mx.set_memory_limit``); ``None`` keeps MLX's.
+        options: KV-cache options.
     """
 
-    def __init__(self, model: str, *, warmup: bool = True, memory_limit: Optional[int] = None):
+    def __init__(
+        self,
+        model: str,
+        *,
+        warmup: bool = True,
+        memory_limit: Optional[int] = None,
+        options: EngineOptions = EngineOptions(),
+    ):
         self.model_ref = model
         self.warmup = warmup
+        self.options = options
+        self.prompt_cache = PromptCache(options.prompt_cache_size, options.prompt_cache_bytes)
         self.shape: Optional[ModelShape] = None
         """The model's shape, for memory estimates (set once loaded)."""
         self.memory_limit = memory_limit or 0
@@ -380,7 +452,7 @@ class Engine:
     def _step(self, run: _Run) -> bool:
         """Advance ``run`` by one token; returns whether it goes on."""
         if run.job.cancelled.is_set():
-            run.tokens.close()
+            self._close(run)
             return False
         if run.deadline is not None and time.monotonic() > run.deadline:
             self._finish(run, reason="length")
@@ -398,6 +470,7 @@ class Engine:
             self._finish(run, error=self._failure(exc, "Generation failed"))
             return False
         run.completion_tokens = resp.generation_tokens
+        run.generated.append(resp.token)
         self.tokens_generated += 1
         logprobs = ()
         # The end-of-turn token ends the answer; like OpenAI, it gets no logprob entry.
@@ -428,25 +501,33 @@ class Engine:
                 run.completion_tokens,
                 logprobs,
                 stop_sequence,
+                run.cached_tokens,
             ),
         )
         if reason is not None:
-            run.tokens.close()
+            self._close(run)
             return False
         return True
 
     def _finish(self, run: _Run, *, reason: Optional[str] = None, error=None) -> None:
         """End ``run`` early with ``reason`` (flushing held-back text) or ``error``."""
-        run.tokens.close()
         if error is not None:
+            run.tokens.close()
             self._emit(run.job, error)
             return
+        self._close(run)
         held = ""
         if run.stop_state is not None:
             run.stop_state, held, _ = TextStateMachine.flush(run.stop_state)
         self._emit(
             run.job,
-            Delta(held, reason, len(run.job.request.prompt), run.completion_tokens),
+            Delta(
+                held,
+                reason,
+                len(run.job.request.prompt),
+                run.completion_tokens,
+                cached_tokens=run.cached_tokens,
+            ),
         )
 
     @staticmethod
@@ -459,6 +540,22 @@ class Engine:
                 "and keeps serving; retry with a shorter prompt or max_tokens."
             )
         return GenerationError(f"{what}: {exc}")
+
+    def _close(self, run: _Run) -> None:
+        """End ``run``'s generator and keep its KV cache for a prompt that extends it."""
+        run.tokens.close()
+        self.prompt_cache.store(run.job.request.prompt + run.generated, run.cache)
+
+    def new_cache(self) -> list:
+        """An empty KV cache for one generation."""
+        return make_prompt_cache(self.model, max_kv_size=self.options.max_kv_size)
+
+    def generation_kwargs(self) -> dict:
+        """``stream_generate`` options every generation shares."""
+        if self.options.kv_bits is None:
+            return {}
+        # Quantize from the first token: the option is for memory-bound machines.
+        return {"kv_bits": self.options.kv_bits, "quantized_kv_start": 0}
 
     def _logprob(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
         decode = self.tokenizer.decode

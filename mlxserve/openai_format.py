@@ -32,6 +32,7 @@ from mlxserve.schemas.openai import (
     CompletionLogprobs,
     TokenLogprob as WireTokenLogprob,
     TopLogprob,
+    PromptTokensDetails,
     Usage,
 )
 
@@ -72,6 +73,7 @@ def usage_of(delta: Delta) -> Usage:
         prompt_tokens=delta.prompt_tokens,
         completion_tokens=delta.completion_tokens,
         total_tokens=delta.prompt_tokens + delta.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=delta.cached_tokens),
     )
 
 

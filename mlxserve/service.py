@@ -20,7 +20,7 @@ from mlxserve import __version__, embeddings
 from mlxserve.config import Settings
 from mlxserve.constraints import Grammars
 from mlxserve.context import Dropped, window_chat
-from mlxserve.engine import Delta, Engine, GenerationRequest, SamplingParams
+from mlxserve.engine import Delta, Engine, EngineOptions, GenerationRequest, SamplingParams
 from mlxserve.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
@@ -141,7 +141,9 @@ class Service:
     def __init__(self, settings: Settings, engine: Optional[Engine] = None):
         self.settings = settings
         self.models = ModelRegistry(
-            settings, engine, partial(Engine, memory_limit=limit_bytes(settings.memory_limit))
+            settings,
+            engine,
+            EngineOptions.factory(settings, memory_limit=limit_bytes(settings.memory_limit)),
         )
         self.gate = Gate(settings.max_requests, settings.queue_size, settings.queue_timeout)
         self.reserved_memory = 0
