@@ -70,6 +70,20 @@ def _protected_start(rest: list[dict]) -> int:
     return max(len(rest) - 1, 0)
 
 
+def count_cut(n: int, max_messages: int) -> int:
+    """How many of ``n`` non-system messages the ``--max-context`` window drops.
+
+    None while ``n <= max_messages``; beyond it, a multiple of half the window,
+    so that the cut (and with it the start of the prompt, which the prompt
+    cache reuses) moves once every ``max_messages / 2`` new messages rather than
+    every turn. Between half the window and all of it is kept.
+    """
+    if max_messages <= 0 or n <= max_messages:
+        return 0
+    block = max(1, max_messages // 2)
+    return -(-(n - max_messages) // block) * block
+
+
 def fit_window(
     messages: Sequence[dict],
     *,
@@ -79,6 +93,13 @@ def fit_window(
     completion_tokens: int,
 ) -> Window:
     """Apply the message window, then drop the oldest messages until the prompt fits.
+
+    Messages are dropped in blocks, so that successive turns of a conversation
+    keep the same start and the prompt cache keeps hitting: the message window
+    cuts at multiples of half its size (:func:`count_cut`), and the token
+    window cuts where the dropped messages reach a multiple of half the prompt
+    budget, which leaves between half the budget and all of it. Both cuts
+    depend only on the oldest messages, which do not change as a chat grows.
 
     Args:
         messages: The request's messages.
@@ -94,7 +115,9 @@ def fit_window(
         ContextLengthExceededError: When even the system messages plus the last
             user turn do not fit.
     """
-    head, rest = split_leading_system(window_by_count(messages, max_messages))
+    head, rest = split_leading_system(messages)
+    most = _protected_start(rest)
+    first = min(count_cut(len(rest), max_messages), most)
 
     def attempt(drop: int) -> tuple[list[dict], list[int]]:
         kept = head + drop_orphan_tool_results(rest[drop:])
@@ -103,23 +126,50 @@ def fit_window(
     def fits(tokens: list[int]) -> bool:
         return len(tokens) + completion_tokens <= context_tokens
 
-    kept, tokens = attempt(0)
+    kept, tokens = attempt(first)
     if not fits(tokens):
-        # Prompt length falls as more is dropped: binary-search the fewest drops that fit.
-        most = _protected_start(rest)
         kept, tokens = attempt(most)
         if not fits(tokens):
             raise ContextLengthExceededError(context_tokens, len(tokens), completion_tokens)
-        lo, hi = 1, most
+        # Prompt length falls as more is dropped: binary-search the fewest drops that fit.
+        lo, hi = first + 1, most
         while lo < hi:
             mid = (lo + hi) // 2
-            candidate = attempt(mid)
-            if fits(candidate[1]):
+            if fits(attempt(mid)[1]):
                 hi = mid
-                kept, tokens = candidate  # always attempt(hi)
             else:
                 lo = mid + 1
+        step = max(1, (context_tokens - completion_tokens) // 2)
+        kept, tokens = attempt(_block_cut(head, rest, lo, most, step, render))
     return Window(messages=kept, prompt_tokens=tokens, dropped=len(messages) - len(kept))
+
+
+def _block_cut(head: list[dict], rest: list[dict], fewest: int, most: int, step: int, render: Render) -> int:
+    """The first cut at or after ``fewest`` where the dropped messages reach a multiple of ``step`` tokens.
+
+    ``dropped(d)``, the length of the oldest ``d`` messages rendered, grows with
+    ``d`` and depends only on them; so the cuts it defines stay where they are
+    as the conversation grows. Falls back to ``fewest`` where no such cut
+    exists before ``most`` or the template will not render a part of the chat.
+    """
+
+    def dropped(d: int) -> int:
+        return len(render(head + rest[:d])) if d > 0 else 0
+
+    try:
+        target = (dropped(fewest - 1) // step + 1) * step
+        if dropped(most) < target:
+            return fewest
+        lo, hi = fewest, most
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if dropped(mid) >= target:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+    except MLXServeError:
+        return fewest
 
 
 @dataclass(frozen=True)

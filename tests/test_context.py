@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlxserve.context import drop_orphan_tool_results, fit_window, window_by_count
+from mlxserve.context import count_cut, drop_orphan_tool_results, fit_window, window_by_count
 from mlxserve.errors import ContextLengthExceededError
 
 
@@ -61,23 +61,61 @@ def test_fit_window_keeps_all_when_it_fits():
 
 
 def test_fit_window_drops_oldest_non_system_until_prompt_plus_completion_fits():
-    # Full chat: 4 + 4 + 5 * 3 = 23 tokens; 25 - 8 leaves 17, reached by dropping two.
+    # Full chat: 4 + 4 + 5 * 3 = 23 tokens; 25 - 8 leaves 17: the fewest drops would be two,
+    # the block cut (half the 17-token budget) drops three.
     w = fit_window(CHAT, render=render_words, max_messages=0, context_tokens=25, completion_tokens=8)
-    assert [m["content"] for m in w.messages] == ["be brief", "no emojis", "three", "four", "five"]
-    assert len(w.prompt_tokens) == 17
-    assert w.dropped == 2
+    assert [m["content"] for m in w.messages] == ["be brief", "no emojis", "four", "five"]
+    assert len(w.prompt_tokens) == 14
+    assert w.dropped == 3
 
 
-def test_fit_window_drops_the_fewest_messages():
-    for budget in range(14, 40):
-        w = fit_window(CHAT, render=render_words, max_messages=0, context_tokens=budget, completion_tokens=0)
-        assert len(w.prompt_tokens) <= budget
-        # Keeping one more message would not fit.
-        head = w.messages[:2]
-        dropped_tail = CHAT[2:][: len(CHAT) - len(w.messages)]
-        if dropped_tail:
-            bigger = head + [dropped_tail[-1]] + w.messages[2:]
-            assert len(render_words(bigger)) > budget
+def test_fit_window_fits_and_keeps_at_least_half_the_budget():
+    chat = [msg("system", "be brief")] + [
+        msg("user" if i % 2 == 0 else "assistant", "w " * (1 + i % 3)) for i in range(40)
+    ]
+    for budget in range(40, 140):
+        w = fit_window(chat, render=render_words, max_messages=0, context_tokens=budget, completion_tokens=5)
+        used = len(w.prompt_tokens) + 5
+        assert used <= budget
+        # Half the budget, less one message (the cut falls between messages).
+        assert w.dropped == 0 or used >= budget // 2 - 5, (budget, used)
+
+
+def simulate(turns: int, **window) -> list[int]:
+    """A chat growing by a user and an assistant message per turn: each turn's drop count."""
+    chat, drops = [msg("system", "you are a helpful assistant")], []
+    for turn in range(turns):
+        chat.append(msg("user", f"question {turn} " + "word " * (turn % 5)))
+        w = fit_window(chat, render=render_words, **window)
+        drops.append(w.dropped)
+        chat.append(msg("assistant", "answer " * (3 + turn % 7)))
+    return drops
+
+
+def cut_kept(drops: list[int]) -> float:
+    """The share of turns (after the first) whose prompt starts like the previous turn's."""
+    return sum(a == b for a, b in zip(drops, drops[1:])) / (len(drops) - 1)
+
+
+def test_token_window_cut_stays_put_over_a_long_chat():
+    drops = simulate(50, max_messages=0, context_tokens=200, completion_tokens=20)
+    assert max(drops) > 0  # the window did slide
+    assert drops == sorted(drops)
+    assert cut_kept(drops) >= 0.8, drops
+
+
+def test_message_window_cut_stays_put_over_a_long_chat():
+    drops = simulate(50, max_messages=20, context_tokens=10_000, completion_tokens=20)
+    assert max(drops) > 0
+    assert cut_kept(drops) >= 0.8, drops
+
+
+@pytest.mark.parametrize(
+    "n,window,cut",
+    [(5, 0, 0), (5, 5, 0), (6, 5, 2), (7, 5, 2), (8, 5, 4), (21, 20, 10), (30, 20, 10), (31, 20, 20), (4, 1, 3)],
+)
+def test_count_cut_drops_in_blocks_of_half_the_window(n, window, cut):
+    assert count_cut(n, window) == cut
 
 
 def test_fit_window_applies_count_window_first():

@@ -19,8 +19,9 @@ def test_window_chat_reports_dropped_messages_and_their_tokens():
     window, dropped = window_chat(
         CHAT, render=render_words, max_messages=0, context_tokens=25, completion_tokens=8
     )
-    assert dropped == Dropped(2, len(render_words(CHAT)) - len(window.prompt_tokens))
-    assert dropped.tokens == 6  # "one" and "two": 3 tokens each
+    # The window cuts in blocks of half the prompt budget (the prompt cache keeps its start).
+    assert dropped == Dropped(3, len(render_words(CHAT)) - len(window.prompt_tokens))
+    assert dropped.tokens == 9  # "one", "two" and "three": 3 tokens each
 
 
 def test_window_chat_reports_nothing_when_all_fits():
