@@ -85,7 +85,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a generation may run; then it ends with finish_reason 'length'.",
     )
-    max_requests: int = Field(1, ge=1, description="Generations running at once.")
+    max_requests: int = Field(
+        1, ge=1, description="Generations running at once (above 1: decoded together in one batch)."
+    )
     queue_size: int = Field(
         16, ge=0, description="Requests allowed to wait for a free slot (beyond it: 429)."
     )

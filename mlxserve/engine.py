@@ -68,12 +68,15 @@ class EngineOptions:
         kv_bits: Quantize the KV cache to this many bits (``None``: full precision).
         max_kv_size: Keep at most this many tokens of KV cache per generation,
             overwriting the oldest (``None``: unbounded).
+        batch_size: Above 1, up to this many generations decode together in one
+            batch (continuous batching); 1 runs each on its own, round-robin.
     """
 
     prompt_cache_size: int = 8
     prompt_cache_bytes: int = 2 << 30
     kv_bits: Optional[int] = None
     max_kv_size: Optional[int] = None
+    batch_size: int = 1
 
     @staticmethod
     def factory(settings, **engine_args) -> "Callable[[str], Engine]":
@@ -87,6 +90,7 @@ class EngineOptions:
             prompt_cache_bytes=settings.prompt_cache_bytes,
             kv_bits=settings.kv_bits,
             max_kv_size=settings.max_kv_size,
+            batch_size=settings.max_requests,
         )
 
 
@@ -209,22 +213,27 @@ class _Run:
         self.cached_tokens = hit.cached
         self.cache = hit.cache or engine.new_cache()
         s = req.sampling
-        processors = make_logits_processors(
-            logit_bias=s.logit_bias,
-            repetition_penalty=s.repetition_penalty,
-            presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-        ) + list(req.logits_processors)
         self.tokens = stream_generate(
             engine.model,
             engine.tokenizer,
             mx.array(req.prompt[hit.cached :]),
             max_tokens=req.max_tokens,
             sampler=make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k),
-            logits_processors=with_prefix(processors, req.prompt[: hit.cached]),
+            logits_processors=with_prefix(request_processors(req), req.prompt[: hit.cached]),
             prompt_cache=self.cache,
             **engine.generation_kwargs(),
         )
+
+
+def request_processors(req: GenerationRequest) -> list:
+    """The logits processors of ``req``: logit bias, penalties, then its own (grammars)."""
+    s = req.sampling
+    return make_logits_processors(
+        logit_bias=s.logit_bias,
+        repetition_penalty=s.repetition_penalty,
+        presence_penalty=s.presence_penalty,
+        frequency_penalty=s.frequency_penalty,
+    ) + list(req.logits_processors)
 
 
 def with_prefix(processors: list, prefix: list[int]) -> list:
@@ -288,6 +297,8 @@ class Engine:
         """Generations running on the engine thread right now."""
         self.tokens_generated = 0
         """Tokens generated since start (warm-up excluded)."""
+        self.batch_steps = 0
+        """Batched decode steps since start (each gives a token to every generation in the batch)."""
         self._jobs: "queue.Queue[Optional[_Job]]" = queue.Queue()
         self._thread = threading.Thread(target=self._main, name="mlxserve-engine", daemon=True)
 
@@ -424,33 +435,59 @@ class Engine:
             **self.generation_kwargs(),
         ):
             self._logprob(resp.token, resp.logprobs, 2)
+        if self.batching:
+            self._new_batch().warm_up(prompt)
 
     def _serve(self) -> None:
         runs: list[_Run] = []
+        batch = self._new_batch()
         while True:
             # Block only when idle; otherwise pick up new jobs between tokens.
             try:
                 while True:
-                    job = self._jobs.get(block=not runs)
+                    job = self._jobs.get(block=not runs and not batch)
                     if job is None:
-                        self._shut_down(runs)
+                        self._shut_down(runs, batch)
                         return
                     if isinstance(job, _Call):
                         self._call(job)
                     else:
-                        self._admit(job, runs)
+                        self._admit(job, runs, batch)
             except queue.Empty:
                 pass
+            if batch:
+                try:
+                    batch.step()
+                except Exception as exc:
+                    log.exception("batch generation failed")
+                    batch.close(self._failure(exc, "Generation failed"))
+                    batch = self._new_batch()
             for run in list(runs):
                 if not self._step(run):
                     runs.remove(run)
-            self.active_runs = len(runs)
+            self.active_runs = len(runs) + len(batch or ())
             self.memory_in_use = mx.get_active_memory()
 
-    def _shut_down(self, runs: list[_Run]) -> None:
+    def _new_batch(self):
+        """A batch runner when continuous batching is on (else ``None``)."""
+        if not self.batching:
+            return None
+        # Imported here: the batching module builds on this one's types.
+        from mlxserve.batching import BatchRunner
+
+        return BatchRunner(self, self.options.batch_size)
+
+    @property
+    def batching(self) -> bool:
+        """Whether generations decode together (mlx-lm's BatchGenerator has no KV quantization)."""
+        return self.options.batch_size > 1 and self.options.kv_bits is None
+
+    def _shut_down(self, runs: list[_Run], batch) -> None:
         self.state = "stopped"
         for run in runs:
             self._finish(run, error=_shutting_down())
+        if batch is not None:
+            batch.close(_shutting_down())
         self.active_runs = 0
         # Let the weights go (this thread made them) so unloading frees the memory.
         self.model = None
@@ -473,12 +510,15 @@ class Engine:
             result, error = None, exc
         call.loop.call_soon_threadsafe(_settle, call.future, result, error)
 
-    def _admit(self, job: _Job, runs: list[_Run]) -> None:
+    def _admit(self, job: _Job, runs: list[_Run], batch) -> None:
         if job.cancelled.is_set():
             return
         try:
-            runs.append(_Run(job, self))
-            self.active_runs = len(runs)
+            if batch is not None and batch.accepts(job.request):
+                batch.admit(job)
+            else:
+                runs.append(_Run(job, self))
+            self.active_runs = len(runs) + len(batch or ())
         except Exception as exc:
             log.exception("could not start a generation")
             self._emit(job, self._failure(exc, "Could not start the generation"))
