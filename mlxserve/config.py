@@ -184,6 +184,14 @@ class Settings(BaseSettings):
         description="Keep at most this many tokens of KV cache per generation, overwriting "
         "the oldest (bounded memory for long generations; default: unbounded).",
     )
+    draft_model: Optional[str] = Field(
+        None,
+        description="A smaller model with the same tokenizer (repo id or path) that drafts "
+        "tokens for the model to verify: speculative decoding, same answers, often faster.",
+    )
+    num_draft_tokens: int = Field(
+        3, ge=1, description="Tokens the draft model proposes per step (with --draft-model)."
+    )
 
     _api_keys: list[str] = PrivateAttr(default_factory=list)
 

@@ -70,6 +70,9 @@ class EngineOptions:
             overwriting the oldest (``None``: unbounded).
         batch_size: Above 1, up to this many generations decode together in one
             batch (continuous batching); 1 runs each on its own, round-robin.
+        draft_model: A smaller model with the same tokenizer that proposes tokens
+            for the model to verify (speculative decoding); ``None``: off.
+        num_draft_tokens: Tokens the draft model proposes per step.
     """
 
     prompt_cache_size: int = 8
@@ -77,6 +80,8 @@ class EngineOptions:
     kv_bits: Optional[int] = None
     max_kv_size: Optional[int] = None
     batch_size: int = 1
+    draft_model: Optional[str] = None
+    num_draft_tokens: int = 3
 
     @staticmethod
     def factory(settings, **engine_args) -> "Callable[[str], Engine]":
@@ -91,6 +96,8 @@ class EngineOptions:
             kv_bits=settings.kv_bits,
             max_kv_size=settings.max_kv_size,
             batch_size=settings.max_requests,
+            draft_model=settings.draft_model,
+            num_draft_tokens=settings.num_draft_tokens,
         )
 
 
@@ -156,6 +163,9 @@ class Delta:
         completion_tokens: Tokens generated so far, the end-of-turn token included.
         stop_sequence: The request's stop string that ended the generation, if one did.
         cached_tokens: Prompt tokens whose KV state came from the prompt cache.
+        accepted_draft_tokens: Completion tokens the draft model proposed and the
+            model accepted (speculative decoding).
+        rejected_draft_tokens: Draft tokens the model did not accept.
     """
 
     text: str
@@ -165,6 +175,8 @@ class Delta:
     logprobs: tuple[TokenLogprob, ...] = ()
     stop_sequence: Optional[str] = None
     cached_tokens: int = 0
+    accepted_draft_tokens: int = 0
+    rejected_draft_tokens: int = 0
 
     def then(self, later: "Delta") -> "Delta":
         """This delta followed by ``later``, as one."""
@@ -176,6 +188,8 @@ class Delta:
             self.logprobs + later.logprobs,
             later.stop_sequence,
             later.cached_tokens,
+            later.accepted_draft_tokens,
+            later.rejected_draft_tokens,
         )
 
 
@@ -209,6 +223,10 @@ class _Run:
         self.completion_tokens = 0
         self.steps = 0
         self.generated: list[int] = []
+        self.drafted = 0
+        self.accepted = 0
+        self.verifying = False
+        """Whether the draft tokens of a speculative round are being verified."""
         hit = engine.prompt_cache.fetch(req.prompt)
         self.cached_tokens = hit.cached
         self.cache = hit.cache or engine.new_cache()
@@ -288,6 +306,7 @@ class Engine:
         self.error: Optional[BaseException] = None
         self.model = None
         self.tokenizer = None
+        self.draft_model = None
         self.model_path: Optional[Path] = None
         self.context_length = FALLBACK_CONTEXT_LENGTH
         self.vocab_size = 0
@@ -387,6 +406,10 @@ class Engine:
         self.context_length = context_length(config)
         self.vocab_size = len(self.tokenizer.get_vocab())
         self.generation_config = read_generation_config(self.model_path)
+        if self.options.draft_model:
+            if self.options.max_kv_size:
+                raise ValueError("a draft model needs a full KV cache: leave out max_kv_size")
+            self.draft_model, _ = load(str(resolve_model_path(self.options.draft_model)))
         # Imported here: the self-test parses with parsing.py, which imports this module.
         from mlxserve.selftest import run_selftest
 
@@ -479,8 +502,13 @@ class Engine:
 
     @property
     def batching(self) -> bool:
-        """Whether generations decode together (mlx-lm's BatchGenerator has no KV quantization)."""
-        return self.options.batch_size > 1 and self.options.kv_bits is None
+        """Whether generations decode together (mlx-lm's BatchGenerator has neither KV
+        quantization nor speculative decoding)."""
+        return (
+            self.options.batch_size > 1
+            and self.options.kv_bits is None
+            and self.options.draft_model is None
+        )
 
     def _shut_down(self, runs: list[_Run], batch) -> None:
         self.state = "stopped"
@@ -545,6 +573,8 @@ class Engine:
             return False
         run.completion_tokens = resp.generation_tokens
         run.generated.append(resp.token)
+        if self.draft_model is not None:
+            self._count_draft(run, resp.from_draft)
         self.tokens_generated += 1
         logprobs = ()
         # The end-of-turn token ends the answer; like OpenAI, it gets no logprob entry.
@@ -576,6 +606,8 @@ class Engine:
                 logprobs,
                 stop_sequence,
                 run.cached_tokens,
+                run.accepted,
+                run.drafted - run.accepted,
             ),
         )
         if reason is not None:
@@ -601,6 +633,8 @@ class Engine:
                 len(run.job.request.prompt),
                 run.completion_tokens,
                 cached_tokens=run.cached_tokens,
+                accepted_draft_tokens=run.accepted,
+                rejected_draft_tokens=run.drafted - run.accepted,
             ),
         )
 
@@ -615,6 +649,21 @@ class Engine:
             )
         return GenerationError(f"{what}: {exc}")
 
+    def _count_draft(self, run: _Run, from_draft: bool) -> None:
+        """Count the draft tokens behind the token just generated.
+
+        Each speculative round drafts up to ``num_draft_tokens`` (fewer near
+        ``max_tokens``), yields the accepted ones, then one token of the model's own.
+        """
+        if not run.verifying:
+            left = run.job.request.max_tokens - run.completion_tokens + 1
+            run.drafted += min(self.options.num_draft_tokens, left)
+            run.verifying = True
+        if from_draft:
+            run.accepted += 1
+        else:
+            run.verifying = False
+
     def _close(self, run: _Run) -> None:
         """End ``run``'s generator and keep its KV cache for a prompt that extends it."""
         run.tokens.close()
@@ -622,14 +671,22 @@ class Engine:
 
     def new_cache(self) -> list:
         """An empty KV cache for one generation."""
-        return make_prompt_cache(self.model, max_kv_size=self.options.max_kv_size)
+        cache = make_prompt_cache(self.model, max_kv_size=self.options.max_kv_size)
+        if self.draft_model is not None:
+            cache += make_prompt_cache(self.draft_model)
+        return cache
 
     def generation_kwargs(self) -> dict:
         """``stream_generate`` options every generation shares."""
-        if self.options.kv_bits is None:
-            return {}
-        # Quantize from the first token: the option is for memory-bound machines.
-        return {"kv_bits": self.options.kv_bits, "quantized_kv_start": 0}
+        kwargs = {}
+        if self.options.kv_bits is not None:
+            # Quantize from the first token: the option is for memory-bound machines.
+            kwargs.update(kv_bits=self.options.kv_bits, quantized_kv_start=0)
+        if self.draft_model is not None:
+            kwargs.update(
+                draft_model=self.draft_model, num_draft_tokens=self.options.num_draft_tokens
+            )
+        return kwargs
 
     def _logprob(self, token: int, logprobs: mx.array, top: int) -> TokenLogprob:
         decode = self.tokenizer.decode

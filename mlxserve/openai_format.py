@@ -32,6 +32,7 @@ from mlxserve.schemas.openai import (
     CompletionLogprobs,
     TokenLogprob as WireTokenLogprob,
     TopLogprob,
+    CompletionTokensDetails,
     PromptTokensDetails,
     Usage,
 )
@@ -74,6 +75,10 @@ def usage_of(delta: Delta) -> Usage:
         completion_tokens=delta.completion_tokens,
         total_tokens=delta.prompt_tokens + delta.completion_tokens,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=delta.cached_tokens),
+        completion_tokens_details=CompletionTokensDetails(
+            accepted_prediction_tokens=delta.accepted_draft_tokens,
+            rejected_prediction_tokens=delta.rejected_draft_tokens,
+        ),
     )
 
 

@@ -76,17 +76,20 @@ class PromptCache:
     def store(self, tokens: list[int], cache: list[Any]) -> None:
         """Keep ``cache``, which holds the KV state of ``tokens`` (prompt then generated).
 
-        Where the cache reports its length, the key is made to match it: a
-        generation stopped early may hold one token more or fewer than it emitted.
+        Where the caches report their lengths, the key is made to match them: a
+        generation stopped early may hold a token more or fewer than it emitted,
+        and a draft model's cache may lag the model's.
         """
         if not self.enabled or not tokens:
             return
-        offsets = {getattr(c, "offset", None) for c in cache}
-        if len(offsets) == 1 and isinstance(held := offsets.pop(), int):
-            if held > len(tokens):
-                if not can_trim_prompt_cache(cache):
-                    return
-                trim_prompt_cache(cache, held - len(tokens))
+        offsets = [getattr(c, "offset", None) for c in cache]
+        if all(isinstance(n, int) for n in offsets):
+            held = min(min(offsets), len(tokens))
+            for layer, n in zip(cache, offsets):
+                if n > held:
+                    if not layer.is_trimmable():
+                        return
+                    layer.trim(n - held)
             tokens = tokens[:held]
         if tokens:
             self._lru.insert_cache(_MODEL_KEY, list(tokens), cache)

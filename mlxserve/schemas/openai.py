@@ -349,11 +349,19 @@ class PromptTokensDetails(BaseModel):
     cached_tokens: int = 0
 
 
+class CompletionTokensDetails(BaseModel):
+    accepted_prediction_tokens: int = 0
+    """Completion tokens a draft model proposed and the model accepted (``--draft-model``)."""
+    rejected_prediction_tokens: int = 0
+    """Draft tokens the model did not accept; acceptance rate = accepted / (accepted + rejected)."""
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+    completion_tokens_details: CompletionTokensDetails = CompletionTokensDetails()
     context_dropped_messages: Optional[int] = None
     """mlxserve extension: messages the context window left out (only when it left some out)."""
     context_dropped_tokens: Optional[int] = None
