@@ -7,7 +7,7 @@ the other, and are read over HTTP streaming from ``/v1/completions`` (raw
 prompt: the script, not the server, applies the chat template, if the model has
 one). Each system gets one untimed warm-up request, then
 ``--runs`` timed ones, all with the same prompt; mlx_lm.server runs with
-``--prompt-cache-size 0`` so that, like the others, it prefills every request.
+``--prompt-cache-size 0`` (mlxserve too) so that, like raw, they prefill every request.
 
 Usage (from the repository root):
     python scripts/bench.py [--model PATH_OR_REPO | --random-model {llama-1b,tiny}]
@@ -16,6 +16,7 @@ Usage (from the repository root):
 """
 
 import argparse
+import contextlib
 import datetime
 import gc
 import hashlib
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -48,8 +50,9 @@ import mlxserve  # noqa: E402
 from mlxserve.engine import resolve_model_path  # noqa: E402
 
 SYSTEMS = ("raw", "mlxserve", "mlx_lm.server")
-# Without a prompt cache mlx_lm.server prefills every request, as mlxserve and raw do.
-MLX_LM_SERVER_FLAGS = ["--prompt-cache-size", "0"]
+# Without their prompt caches the servers prefill every request, as raw does.
+SINGLE_STREAM_FLAGS = {"mlxserve": ["--prompt-cache-size", "0"],
+                       "mlx_lm.server": ["--prompt-cache-size", "0"]}
 READY_TIMEOUT = 600.0  # seconds for a server to load its model and answer a first request
 BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
 LLAMA = {"model_type": "llama", "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
@@ -69,6 +72,12 @@ RANDOM_MODELS = {  # name: (config, bits of weight quantization or None)
         rope_theta=10000.0, max_position_embeddings=4096,
     ), None),
 }
+# A Llama-3-style chat template in plain text (the random tokenizers have no special tokens
+# but BOS and EOS), so that chat routes work on random models.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
 STORY_REQUEST = "Tell me a long story."
 FILLER = (  # context put before the request to reach --prompt-tokens
     "Once upon a time, in a small village at the edge of a great forest, there lived an "
@@ -109,6 +118,7 @@ def build_tokenizer(vocab_size: int, out_dir: Path) -> None:
         single=f"{BOS} $A", special_tokens=[(BOS, vocab_size - 2)]
     )
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS)
+    wrapped.chat_template = CHAT_TEMPLATE
     wrapped.save_pretrained(str(out_dir))
 
 
@@ -117,7 +127,8 @@ def build_random_model(name: str) -> Path:
     from mlx_lm.models import llama
 
     config, bits = RANDOM_MODELS[name]
-    digest = hashlib.sha256(json.dumps([config, bits], sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps([config, bits, CHAT_TEMPLATE], sort_keys=True).encode()).hexdigest()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     path = cache / "mlxserve-bench" / f"random-{name}-{digest[:8]}"
     if path.exists():
@@ -195,20 +206,23 @@ def run_metrics(t0: float, t_first: float, t_last: float, tokens: int, **extra) 
     )
 
 
+def raw_run(model, tokenizer, ids: mx.array, max_tokens: int) -> dict:
+    """One timed ``mlx_lm.stream_generate`` of ``ids``."""
+    text, t_first = [], None
+    t0 = time.perf_counter()
+    for resp in mlx_lm.stream_generate(model, tokenizer, ids, max_tokens=max_tokens):
+        t_first = t_first or time.perf_counter()
+        text.append(resp.text)
+    t_last = time.perf_counter()
+    return run_metrics(t0, t_first, t_last, resp.generation_tokens,
+                       prompt_tokens=resp.prompt_tokens, text="".join(text))
+
+
 def bench_raw(model_ref: str, prompt: str, max_tokens: int, count: int) -> list[dict]:
     """Generate ``count`` times in-process with ``mlx_lm.stream_generate`` (first: warm-up)."""
     model, tokenizer = mlx_lm.load(model_ref)
     ids = mx.array(tokenizer.encode(prompt))  # as mlx_lm.server encodes it
-    results = []
-    for _ in range(count):
-        text, t_first = [], None
-        t0 = time.perf_counter()
-        for resp in mlx_lm.stream_generate(model, tokenizer, ids, max_tokens=max_tokens):
-            t_first = t_first or time.perf_counter()
-            text.append(resp.text)
-        t_last = time.perf_counter()
-        results.append(run_metrics(t0, t_first, t_last, resp.generation_tokens,
-                                   prompt_tokens=resp.prompt_tokens, text="".join(text)))
+    results = [raw_run(model, tokenizer, ids, max_tokens) for _ in range(count)]
     del model, tokenizer
     gc.collect()
     mx.clear_cache()
@@ -253,13 +267,14 @@ def stream_completion(base_url: str, prompt: str, max_tokens: int) -> dict:
                        text="".join(text))
 
 
-def server_command(system: str, model: str, port: int, max_tokens: int) -> tuple[list, str]:
+def server_command(system: str, model: str, port: int, max_tokens: int,
+                   flags: Sequence[str] = ()) -> tuple[list, str]:
     """The command line that starts ``system`` and the GET path that answers 200 once it listens."""
     if system == "mlxserve":
         return ([sys.executable, "-m", "mlxserve", "serve", "--model", model, "--port", str(port),
-                 "--max-tokens", str(max(4096, max_tokens))], "/healthz")
+                 "--max-tokens", str(max(4096, max_tokens)), *flags], "/healthz")
     return ([sys.executable, "-m", "mlx_lm", "server", "--model", model, "--port", str(port),
-             "--max-tokens", str(max_tokens), *MLX_LM_SERVER_FLAGS], "/v1/models")
+             "--max-tokens", str(max_tokens), *flags], "/v1/models")
 
 
 def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
@@ -291,11 +306,12 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def bench_server(system: str, model: str, prompt: str, max_tokens: int, count: int,
-                 log_dir: Path) -> list[dict]:
-    """Start ``system``; stream ``prompt`` through it ``count`` times (first: warm-up); stop it."""
+@contextlib.contextmanager
+def running_server(system: str, model: str, max_tokens: int, log_dir: Path,
+                   flags: Sequence[str] = ()) -> Iterator[str]:
+    """Start ``system`` with ``flags``, wait until it is ready, yield its base URL; stop it."""
     port = free_port()
-    cmd, ready_path = server_command(system, model, port, max_tokens)
+    cmd, ready_path = server_command(system, model, port, max_tokens, flags)
     log = log_dir / f"{system}.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
@@ -304,11 +320,18 @@ def bench_server(system: str, model: str, prompt: str, max_tokens: int, count: i
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(proc, base_url + ready_path, log)
-        return [stream_completion(base_url, prompt, max_tokens) for _ in range(count)]
+        yield base_url
     except Exception as exc:
         raise RuntimeError(f"{system} failed ({exc}); server log: {log}") from exc
     finally:
         stop(proc)
+
+
+def bench_server(system: str, model: str, prompt: str, max_tokens: int, count: int,
+                 log_dir: Path) -> list[dict]:
+    """Start ``system``; stream ``prompt`` through it ``count`` times (first: warm-up); stop it."""
+    with running_server(system, model, max_tokens, log_dir, SINGLE_STREAM_FLAGS[system]) as url:
+        return [stream_completion(url, prompt, max_tokens) for _ in range(count)]
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -434,7 +457,7 @@ def main() -> int:
         "settings": {"prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
                      "runs": args.runs, "systems": args.systems, "temperature": 0.0,
                      "route": "/v1/completions (stream, include_usage)", "prompt": prompt,
-                     "mlx_lm_server_flags": MLX_LM_SERVER_FLAGS},
+                     "server_flags": SINGLE_STREAM_FLAGS},
         "results": results,
         "comparisons": comparisons(results),
         "warnings": check_runs(results, args.max_tokens),
