@@ -211,9 +211,12 @@ def kv(args, model: str, log_dir: Path) -> dict:
                          ("--kv-bits 4", ["--kv-bits", "4"]),
                          ("--max-kv-size 1024", ["--max-kv-size", "1024"])):
         print(f"kv: {label} ...", flush=True)
-        with running_server("mlxserve", model, args.max_tokens, log_dir,
-                            ["--prompt-cache-size", "0", *flags]) as url:
-            out[label] = _single(url, prompt, args)
+        try:
+            with running_server("mlxserve", model, args.max_tokens, log_dir,
+                                ["--prompt-cache-size", "0", *flags]) as url:
+                out[label] = _single(url, prompt, args)
+        except RuntimeError as exc:  # e.g. a backend without quantized attention
+            out[label] = {"error": str(exc)}
     return out
 
 
@@ -235,7 +238,9 @@ def print_table(name: str, results: dict) -> None:
                       f" slowest TTFT {first['ttft_max_ms']:.0f} ms")
     else:
         for label, r in results.items():
-            if isinstance(r, dict):
+            if isinstance(r, dict) and "error" in r:
+                print(f"{label:<22} failed: {r['error'][:200]}")
+            elif isinstance(r, dict):
                 extra = f", acceptance {r['acceptance_rate']:.0%}" if r.get("acceptance_rate") else ""
                 print(f"{label:<22} TTFT {r['ttft_ms']:.1f} ms, decode {r['decode_tps']:.1f} "
                       f"tok/s{extra}")
