@@ -86,17 +86,20 @@ class EngineOptions:
     @staticmethod
     def factory(settings, **engine_args) -> "Callable[[str], Engine]":
         """Makes the engine of a model (path or repo id) with the server's options."""
-        return lambda ref: Engine(ref, options=EngineOptions.from_settings(settings), **engine_args)
+        return lambda ref: Engine(
+            ref, options=EngineOptions.from_settings(settings, ref), **engine_args
+        )
 
     @classmethod
-    def from_settings(cls, settings) -> "EngineOptions":
+    def from_settings(cls, settings, ref: Optional[str] = None) -> "EngineOptions":
+        """The options for model ``ref`` (default: ``--model``); only ``--model`` gets the draft."""
         return cls(
             prompt_cache_size=settings.prompt_cache_size,
             prompt_cache_bytes=settings.prompt_cache_bytes,
             kv_bits=settings.kv_bits,
             max_kv_size=settings.max_kv_size,
             batch_size=settings.max_requests,
-            draft_model=settings.draft_model,
+            draft_model=settings.draft_model if ref in (None, settings.model) else None,
             num_draft_tokens=settings.num_draft_tokens,
         )
 
