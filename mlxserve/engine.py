@@ -520,8 +520,10 @@ class Engine:
         if batch is not None:
             batch.close(_shutting_down())
         self.active_runs = 0
-        # Let the weights go (this thread made them) so unloading frees the memory.
+        # Let the weights and kept KV caches go (this thread made them) so unloading frees the memory.
         self.model = None
+        self.draft_model = None
+        self.prompt_cache.clear()
         mx.clear_cache()
         # Jobs submitted after the stop request would otherwise wait forever.
         while True:

@@ -43,7 +43,8 @@ class PromptCache:
 
     def __init__(self, max_entries: int, max_bytes: int):
         self.enabled = max_entries > 0 and max_bytes > 0
-        self._lru = LRUPromptCache(max_size=max_entries, max_bytes=max_bytes)
+        self._limits = dict(max_size=max_entries, max_bytes=max_bytes)
+        self._lru = LRUPromptCache(**self._limits)
         self.hits = 0
         self.lookups = 0
 
@@ -53,6 +54,10 @@ class PromptCache:
     @property
     def nbytes(self) -> int:
         return self._lru.nbytes
+
+    def clear(self) -> None:
+        """Drop every kept cache (their memory goes back when MLX frees it)."""
+        self._lru = LRUPromptCache(**self._limits)
 
     def fetch(self, prompt: list[int]) -> Hit:
         """The cached KV state that shares the longest prefix with ``prompt``."""

@@ -1,9 +1,12 @@
 """The prompt cache: a prompt that extends an earlier generation prefills only its new tokens."""
 
+import asyncio
+import time
+
 import mlx.core as mx
 import pytest
 
-from mlxserve.engine import Engine, EngineOptions, with_prefix
+from mlxserve.engine import Engine, EngineOptions, GenerationRequest, with_prefix
 from tests.test_chat import prompt_len
 
 
@@ -103,3 +106,20 @@ def test_completions_report_cached_tokens(make_server, cached_engine):
     client.completions.create(model="m", prompt=prompt, max_tokens=5, temperature=0)
     resp = client.completions.create(model="m", prompt=prompt + " Again", max_tokens=5, temperature=0)
     assert resp.usage.prompt_tokens_details.cached_tokens >= len(cached_engine.tokenizer.encode(prompt)) - 1
+
+
+def test_stopping_the_engine_drops_its_kept_caches(model_dir, examples):
+    eng = _engine(model_dir)
+    prompt = eng.tokenizer.apply_chat_template(examples["short"]["messages"], add_generation_prompt=True)
+
+    async def answer():
+        return [d async for d in eng.generate(GenerationRequest(prompt=prompt, max_tokens=30))]
+
+    asyncio.run(answer())
+    deadline = time.monotonic() + 5  # the cache is kept just after the last delta goes out
+    while not len(eng.prompt_cache):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert eng.prompt_cache.nbytes > 0
+    eng.stop()
+    assert len(eng.prompt_cache) == 0 and eng.prompt_cache.nbytes == 0
