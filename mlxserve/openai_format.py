@@ -78,7 +78,9 @@ def usage_of(delta: Delta) -> Usage:
         completion_tokens_details=CompletionTokensDetails(
             accepted_prediction_tokens=delta.accepted_draft_tokens,
             rejected_prediction_tokens=delta.rejected_draft_tokens,
-        ),
+        )
+        if delta.accepted_draft_tokens or delta.rejected_draft_tokens
+        else None,
     )
 
 

@@ -29,7 +29,7 @@ def test_same_answers_and_acceptance_in_usage(server, make_server, draft_engine,
         accepted, rejected = details["accepted_prediction_tokens"], details["rejected_prediction_tokens"]
         assert accepted >= 0.6 * usage["completion_tokens"], details
         assert accepted / (accepted + rejected) >= 0.9, details
-        assert alone["usage"]["completion_tokens_details"]["accepted_prediction_tokens"] == 0
+        assert "completion_tokens_details" not in alone["usage"]
 
 
 def test_streamed_usage_and_a_cached_second_turn(make_server, draft_engine, examples):

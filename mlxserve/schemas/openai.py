@@ -361,7 +361,8 @@ class Usage(BaseModel):
     completion_tokens: int
     total_tokens: int
     prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
-    completion_tokens_details: CompletionTokensDetails = CompletionTokensDetails()
+    completion_tokens_details: Optional[CompletionTokensDetails] = None
+    """Draft-token counts, only when a draft model proposed tokens (``--draft-model``)."""
     context_dropped_messages: Optional[int] = None
     """mlxserve extension: messages the context window left out (only when it left some out)."""
     context_dropped_tokens: Optional[int] = None
@@ -370,7 +371,7 @@ class Usage(BaseModel):
     @model_serializer(mode="wrap")
     def _extensions_when_set(self, handler) -> dict:
         out = handler(self)
-        for key in ("context_dropped_messages", "context_dropped_tokens"):
+        for key in ("context_dropped_messages", "context_dropped_tokens", "completion_tokens_details"):
             if out.get(key) is None:
                 out.pop(key, None)
         return out
