@@ -492,7 +492,8 @@ class Engine:
                 if not self._step(run):
                     runs.remove(run)
             self.active_runs = len(runs) + len(batch or ())
-            self.memory_in_use = mx.get_active_memory()
+            # Kept prompt caches are not counted: they make way for new generations.
+            self.memory_in_use = mx.get_active_memory() - self.prompt_cache.nbytes
 
     def _new_batch(self):
         """A batch runner when continuous batching is on (else ``None``)."""
@@ -547,6 +548,7 @@ class Engine:
         if job.cancelled.is_set():
             return
         try:
+            self._make_room(job.request)
             if batch is not None and batch.accepts(job.request):
                 batch.admit(job)
             else:
@@ -668,6 +670,14 @@ class Engine:
             run.accepted += 1
         else:
             run.verifying = False
+
+    def _make_room(self, request: GenerationRequest) -> None:
+        """Drop kept prompt caches that the memory limit needs for ``request``."""
+        if not self.memory_limit or self.shape is None or not len(self.prompt_cache):
+            return
+        need = self.shape.request_bytes(len(request.prompt), request.max_tokens)
+        others = mx.get_active_memory() - self.prompt_cache.nbytes
+        self.prompt_cache.trim_to(self.memory_limit - others - need)
 
     def _close(self, run: _Run) -> None:
         """End ``run``'s generator and keep its KV cache for a prompt that extends it."""

@@ -59,6 +59,10 @@ class PromptCache:
         """Drop every kept cache (their memory goes back when MLX frees it)."""
         self._lru = LRUPromptCache(**self._limits)
 
+    def trim_to(self, nbytes: int) -> None:
+        """Drop the least recently used caches until at most ``nbytes`` are kept."""
+        self._lru.trim_to(n_bytes=max(0, nbytes))
+
     def fetch(self, prompt: list[int]) -> Hit:
         """The cached KV state that shares the longest prefix with ``prompt``."""
         if not self.enabled or not prompt:

@@ -9,6 +9,7 @@ import pytest
 from mlxserve.app import create_app
 from mlxserve.config import Settings
 from mlxserve.memory import GB, InsufficientMemoryError, ModelShape, check_fits
+from mlxserve.prompt_cache import PromptCache
 from tests.conftest import MODEL_NAME, LiveServer
 from tests.test_queue_position import Holder, _story
 
@@ -32,8 +33,9 @@ def test_kv_cache_grows_in_mlx_lm_steps(shape):
     assert shape.kv_cache_bytes(257) == 512 * per_token
 
 
-def test_estimate_covers_what_a_generation_really_takes(server, engine):
+def test_estimate_covers_what_a_generation_really_takes(server, engine, monkeypatch):
     """Measured on this backend: the estimate is at or above the peak a long prompt reaches."""
+    monkeypatch.setattr(engine, "prompt_cache", PromptCache(0, 0))  # prefill the whole prompt
     server.wait_idle()
     before = engine.memory_in_use
     mx.reset_peak_memory()  # process-wide counters; the engine thread is idle
@@ -104,6 +106,7 @@ def test_an_allocation_failure_is_an_error_and_the_server_keeps_serving(
     server, engine, examples, monkeypatch
 ):
     monkeypatch.setattr(engine, "model", FailsOnLongInput(engine.model, 500))
+    monkeypatch.setattr(engine, "prompt_cache", PromptCache(0, 0))  # prefill the whole prompt
     client = server.openai()
     with pytest.raises(openai.APIStatusError) as info:
         client.completions.create(model="x", prompt=LONG_PROMPT, max_tokens=10)

@@ -123,3 +123,19 @@ def test_stopping_the_engine_drops_its_kept_caches(model_dir, examples):
     assert eng.prompt_cache.nbytes > 0
     eng.stop()
     assert len(eng.prompt_cache) == 0 and eng.prompt_cache.nbytes == 0
+
+
+def test_kept_caches_make_way_for_a_generation_under_the_memory_limit(make_server, model_dir, examples):
+    eng = _engine(model_dir)
+    server = make_server(engine_=eng)
+    for name in ("short", "think", "json"):
+        chat(server, examples[name]["messages"])
+    server.wait_idle()
+    assert len(eng.prompt_cache) == 3
+    # A generation that needs their room evicts them (then keeps its own).
+    need = eng.shape.request_bytes(20, 16)
+    eng.memory_limit = eng.memory_in_use + need
+    chat(server, examples["long"]["messages"], max_tokens=16)
+    server.wait_idle()
+    assert len(eng.prompt_cache) == 1
+    eng.stop()
