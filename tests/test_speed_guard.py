@@ -18,7 +18,7 @@ import mlx_lm
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 MIN_PAIRS = 3
-BUDGET_S = 30.0
+BUDGET_S = 40.0
 MAX_TOKENS = 64
 FLOOR = 0.90
 
