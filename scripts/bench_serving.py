@@ -1,5 +1,5 @@
 """Serving scenarios: multi-turn chat and the prompt cache, concurrent clients, speculative
-decoding, KV-cache options. Single-stream speed against raw mlx-lm is ``scripts/bench.py``.
+decoding, KV-cache options, grammar-constrained JSON. Single-stream speed against raw mlx-lm is ``scripts/bench.py``.
 
 Each scenario starts the server(s) as subprocesses (as bench.py does), drives them over
 HTTP streaming with greedy requests, and prints a table; ``--out`` writes every number as JSON.
@@ -8,6 +8,7 @@ HTTP streaming with greedy requests, and prints a table; ``--out`` writes every 
     python scripts/bench_serving.py clients [--clients 1,4,8] [--systems mlxserve,mlx_lm.server]
     python scripts/bench_serving.py draft   [--draft-model PATH] [--num-draft-tokens 3]
     python scripts/bench_serving.py kv      [--prompt-tokens 4096]
+    python scripts/bench_serving.py json    (a JSON-schema grammar against the same request without)
 
 Common options: ``--model PATH | --random-model {llama-1b,tiny}``, ``--max-tokens``,
 ``--prompt-tokens``, ``--runs``, ``--out FILE``.
@@ -220,7 +221,50 @@ def kv(args, model: str, log_dir: Path) -> dict:
     return out
 
 
-SCENARIOS = {"chat": chat, "clients": clients, "draft": draft, "kv": kv}
+def constrained(args, model: str, log_dir: Path) -> dict:
+    """Decode speed with a JSON-schema grammar against the same request without one.
+
+    The schema forces one string of a fixed length, so a model of any quality writes about
+    ``--max-tokens`` tokens; the unconstrained run then generates exactly as many.
+    """
+    length = args.max_tokens * 2  # characters; random-model tokens average two or more
+    schema = {
+        "type": "object",
+        "properties": {"text": {"type": "string", "minLength": length, "maxLength": length}},
+        "required": ["text"],
+        "additionalProperties": False,
+    }
+    grammar = {"type": "json_schema", "json_schema": {"name": "bench", "schema": schema}}
+    messages = [{"role": "user", "content": "Tell me a long story."}]
+    out = {}
+    with running_server("mlxserve", model, 10 * args.max_tokens, log_dir,
+                        ["--prompt-cache-size", "0"]) as url:
+        def runs(extra):
+            body = {"messages": messages, **extra}
+            done = [stream(url, "/v1/chat/completions", body) for _ in range(args.runs + 1)][1:]
+            return {
+                "ttft_ms": median(r["ttft_ms"] for r in done),
+                "decode_tps": median(r["decode_tps"] for r in done),
+                "tokens": median(r["tokens"] for r in done),
+                "all_decode_tps": [r["decode_tps"] for r in done],
+            }
+
+        print("json: with the grammar ...", flush=True)
+        out["json_schema"] = runs({"response_format": grammar, "max_tokens": 10 * args.max_tokens})
+        tokens = int(out["json_schema"]["tokens"])
+        print(f"json: without it, {tokens} tokens ...", flush=True)
+        out["unconstrained"] = runs({"max_tokens": tokens, "logit_bias": _no_eos(model)})
+    out["decode_ratio"] = out["json_schema"]["decode_tps"] / out["unconstrained"]["decode_tps"]
+    return out
+
+
+def _no_eos(model: str) -> dict:
+    """A logit bias that keeps the unconstrained run from ending before max_tokens."""
+    tokenizer = load_tokenizer(resolve_model_path(model))
+    return {str(t): -100 for t in tokenizer.eos_token_ids}
+
+
+SCENARIOS = {"chat": chat, "clients": clients, "draft": draft, "kv": kv, "json": constrained}
 
 
 def print_table(name: str, results: dict) -> None:
@@ -236,6 +280,12 @@ def print_table(name: str, results: dict) -> None:
                 print(f"{system:<14} {n:>2} clients: {r['aggregate_tps']:8.1f} tok/s aggregate, "
                       f"TTFT {r['ttft_ms']:.1f} ms; first round {first['aggregate_tps']:.1f} tok/s,"
                       f" slowest TTFT {first['ttft_max_ms']:.0f} ms")
+    elif name == "json":
+        for label in ("json_schema", "unconstrained"):
+            r = results[label]
+            print(f"{label:<14} TTFT {r['ttft_ms']:.1f} ms, decode {r['decode_tps']:.1f} tok/s, "
+                  f"{r['tokens']:.0f} tokens")
+        print(f"grammar decode / unconstrained decode: {results['decode_ratio']:.1%}")
     else:
         for label, r in results.items():
             if isinstance(r, dict) and "error" in r:
