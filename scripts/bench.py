@@ -222,7 +222,11 @@ def bench_raw(model_ref: str, prompt: str, max_tokens: int, count: int) -> list[
     """Generate ``count`` times in-process with ``mlx_lm.stream_generate`` (first: warm-up)."""
     model, tokenizer = mlx_lm.load(model_ref)
     ids = mx.array(tokenizer.encode(prompt))  # as mlx_lm.server encodes it
-    results = [raw_run(model, tokenizer, ids, max_tokens) for _ in range(count)]
+    results = []
+    for _ in range(count):
+        before = time.process_time()
+        run = raw_run(model, tokenizer, ids, max_tokens)
+        results.append(with_cpu(run, time.process_time() - before))
     del model, tokenizer
     gc.collect()
     mx.clear_cache()
@@ -310,6 +314,14 @@ def stop(proc: subprocess.Popen) -> None:
 def running_server(system: str, model: str, max_tokens: int, log_dir: Path,
                    flags: Sequence[str] = ()) -> Iterator[str]:
     """Start ``system`` with ``flags``, wait until it is ready, yield its base URL; stop it."""
+    with server_process(system, model, max_tokens, log_dir, flags) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def server_process(system: str, model: str, max_tokens: int, log_dir: Path,
+                   flags: Sequence[str] = ()) -> Iterator[tuple[str, subprocess.Popen]]:
+    """As ``running_server``, yielding the base URL and the server's process."""
     port = free_port()
     cmd, ready_path = server_command(system, model, port, max_tokens, flags)
     log = log_dir / f"{system}.log"
@@ -320,24 +332,50 @@ def running_server(system: str, model: str, max_tokens: int, log_dir: Path,
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_ready(proc, base_url + ready_path, log)
-        yield base_url
+        yield base_url, proc
     except Exception as exc:
         raise RuntimeError(f"{system} failed ({exc}); server log: {log}") from exc
     finally:
         stop(proc)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) that process ``pid`` has used; None without /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def with_cpu(run: dict, cpu_seconds: float | None) -> dict:
+    """``run`` with the CPU time per generated token that its system's process used."""
+    per_token = cpu_seconds * 1e3 / run["tokens"] if cpu_seconds is not None else None
+    return {**run, "cpu_ms_per_token": per_token}
+
+
 def bench_server(system: str, model: str, prompt: str, max_tokens: int, count: int,
                  log_dir: Path) -> list[dict]:
     """Start ``system``; stream ``prompt`` through it ``count`` times (first: warm-up); stop it."""
-    with running_server(system, model, max_tokens, log_dir, SINGLE_STREAM_FLAGS[system]) as url:
-        return [stream_completion(url, prompt, max_tokens) for _ in range(count)]
+    with server_process(system, model, max_tokens, log_dir,
+                        SINGLE_STREAM_FLAGS[system]) as (url, proc):
+        runs = []
+        for _ in range(count):
+            before = process_cpu_seconds(proc.pid)
+            run = stream_completion(url, prompt, max_tokens)
+            after = process_cpu_seconds(proc.pid)
+            runs.append(with_cpu(run, after - before if before is not None else None))
+        return runs
 
 
 def summarize(runs: list[dict]) -> dict:
     """Medians of the timed runs' numeric metrics."""
-    keys = ("ttft_ms", "decode_tps", "total_s", "tokens")
-    return {k: statistics.median(r[k] for r in runs if r[k] is not None) for k in keys}
+    keys = ("ttft_ms", "decode_tps", "total_s", "tokens", "cpu_ms_per_token")
+    medians = {}
+    for k in keys:
+        values = [r[k] for r in runs if r.get(k) is not None]
+        medians[k] = statistics.median(values) if values else None
+    return medians
 
 
 def comparisons(results: dict) -> dict:
@@ -391,12 +429,13 @@ def print_table(report: dict) -> None:
     print(f"\nmodel: {report['model']['ref']} ({report['model']['parameters'] / 1e6:,.2f}M params)"
           f"  device: {report['device']['default_device']}  mlx {report['versions']['mlx']}")
     print(f"{'system':<14}{'TTFT ms':>9}{'decode tok/s':>14}{'total s':>9}{'tokens':>8}"
-          "  decode tok/s per run")
+          f"{'CPU ms/tok':>12}  decode tok/s per run")
     for name, res in report["results"].items():
         m = res["median"]
         runs = ", ".join(f"{r['decode_tps']:.1f}" for r in res["runs"] if r["decode_tps"])
+        cpu = f"{m['cpu_ms_per_token']:.2f}" if m.get("cpu_ms_per_token") is not None else "-"
         print(f"{name:<14}{m['ttft_ms']:>9.1f}{m['decode_tps']:>14.1f}{m['total_s']:>9.2f}"
-              f"{m['tokens']:>8g}  {runs}")
+              f"{m['tokens']:>8g}{cpu:>12}  {runs}")
     for pair, c in report["comparisons"].items():
         print(f"{pair}: decode {c['decode_tps_ratio']:.1%}, TTFT {c['ttft_diff_ms']:+.1f} ms")
     for warning in report["warnings"]:
