@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import mlx.core as mx
 from mlx_lm import stream_generate
@@ -213,6 +213,49 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+class Deltas:
+    """A started generation's deltas, as an async iterator.
+
+    Deltas that arrive while the consumer is busy are merged into one: a slow
+    client costs one chunk per wake-up, not one per token. Always close it
+    (:meth:`aclose`, idempotent): that cancels the generation if it still runs.
+    """
+
+    def __init__(self, job: _Job):
+        self._job = job
+        self._pending = None
+        self._done = False
+
+    def __aiter__(self) -> "Deltas":
+        return self
+
+    async def __anext__(self) -> Delta:
+        if self._done:
+            raise StopAsyncIteration
+        results = self._job.results
+        item = self._pending or await results.get()
+        self._pending = None
+        if isinstance(item, BaseException):
+            self._finish()
+            raise item
+        while item.finish_reason is None and not results.empty():
+            later = results.get_nowait()
+            if isinstance(later, BaseException):
+                self._pending = later
+                break
+            item = item.then(later)
+        if item.finish_reason is not None:
+            self._finish()
+        return item
+
+    async def aclose(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._job.cancelled.set()
+
+
 class _Run:
     """A job in progress on the engine thread."""
 
@@ -349,37 +392,20 @@ class Engine:
         self._jobs.put(_Call(fn, loop, future))
         return await future
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Run ``request``; yields deltas, the last with a ``finish_reason``.
+    def generate(self, request: GenerationRequest) -> "Deltas":
+        """Start ``request`` on the engine thread now; returns its deltas, the last
+        with a ``finish_reason``.
 
-        Deltas that arrive while the consumer is busy are merged into one.
-        Leaving the iteration early (client gone, error) cancels the generation
+        The work starts before the caller first reads (the prefill overlaps
+        whatever the caller does meanwhile, such as sending response headers).
+        Closing the deltas early (client gone, error) cancels the generation
         within one token.
         """
         if self.state == "stopped":
             raise _shutting_down()
         job = _Job(request, asyncio.get_running_loop(), asyncio.Queue())
         self._jobs.put(job)
-        pending = None
-        try:
-            while True:
-                item = pending or await job.results.get()
-                pending = None
-                if isinstance(item, BaseException):
-                    raise item
-                # Deltas that piled up while the consumer was busy go out as one:
-                # a slow client costs one chunk per wake-up, not one per token.
-                while item.finish_reason is None and not job.results.empty():
-                    later = job.results.get_nowait()
-                    if isinstance(later, BaseException):
-                        pending = later
-                        break
-                    item = item.then(later)
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            job.cancelled.set()
+        return Deltas(job)
 
     # ---- engine thread ----
 

@@ -271,22 +271,24 @@ class Service:
         """Start the plan on its engine in the gate slot the caller holds.
 
         Raises:
-            InsufficientMemoryError: Its KV cache and activations would not fit
-                (the slot is given back).
+            InsufficientMemoryError: Its KV cache and activations would not fit.
+            ServiceUnavailableError: The engine is shutting down.
+            (Either way the slot is given back.)
         """
-        try:
-            need = self._reserve_memory(plan)
-        except BaseException:
-            self.gate.release()
-            self.models.ended(plan.model)
-            raise
+        need = 0
 
         def release():
             self.reserved_memory -= need
             self.gate.release()
             self.models.ended(plan.model)
 
-        return Generation(plan.engine.generate(plan.request), release, plan.parser)
+        try:
+            need = self._reserve_memory(plan)
+            deltas = plan.engine.generate(plan.request)
+        except BaseException:
+            release()
+            raise
+        return Generation(deltas, release, plan.parser)
 
     def _reserve_memory(self, plan: Plan) -> int:
         """Check that ``plan`` fits in memory, and count it until it ends; returns its estimate."""

@@ -1,0 +1,52 @@
+"""The engine's own contract, below HTTP: work starts when a generation is
+asked for, and closing its deltas, read or not, stops it."""
+
+import asyncio
+import time
+
+from mlxserve.engine import GenerationRequest
+
+
+def _story(engine, examples) -> GenerationRequest:
+    prompt = engine.tokenizer.apply_chat_template(
+        examples["long"]["messages"], add_generation_prompt=True
+    )
+    return GenerationRequest(prompt=prompt, max_tokens=1000)
+
+
+async def _until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_generation_starts_before_the_first_read_and_stops_when_closed(engine, examples):
+    async def scenario():
+        before = engine.tokens_generated
+        deltas = engine.generate(_story(engine, examples))
+        # Nobody reads yet, and the engine is already decoding (prefill done).
+        await _until(lambda: engine.tokens_generated > before)
+        await deltas.aclose()
+        await _until(lambda: engine.active_runs == 0)
+        stopped_at = engine.tokens_generated
+        await asyncio.sleep(0.2)
+        return engine.tokens_generated - stopped_at
+
+    assert asyncio.run(scenario()) == 0
+
+
+def test_deltas_read_after_a_delay_hold_the_whole_answer(engine, examples):
+    async def scenario():
+        before = engine.tokens_generated
+        deltas = engine.generate(_story(engine, examples))
+        # Finished while nobody read (and the loop has run the engine's callbacks).
+        await _until(lambda: engine.tokens_generated > before and engine.active_runs == 0)
+        await asyncio.sleep(0.05)
+        parts = [d async for d in deltas]
+        return parts
+
+    parts = asyncio.run(scenario())
+    assert "".join(d.text for d in parts) == examples["long"]["completion"]
+    assert parts[-1].finish_reason == "stop"
+    assert len(parts) == 1  # everything that piled up came out merged
