@@ -67,9 +67,11 @@ class ModelRegistry:
         for engine in self.engines.values():
             self._stop(engine)
 
-    def _stop(self, engine: Engine) -> None:
+    def _stop(self, engine: Engine, wait: bool = True) -> None:
+        """Stop ``engine`` unless it was lent; ``wait=False`` returns at once (the
+        thread of an idle engine exits by itself within moments)."""
         if id(engine) not in self._borrowed:
-            engine.stop()
+            engine.stop(timeout=10.0 if wait else 0)
 
     # ---- resolution ----
 
@@ -155,11 +157,12 @@ class ModelRegistry:
         while self.pending:
             model_id, info = next(iter(self.pending.items()))
             while self._over_budget(info):
-                victim = next((m for m in self.engines if not self.active[m]), None)
+                victim = next((m for m in self.engines if self._evictable(m)), None)
                 if victim is None:
-                    return  # every resident model is generating: wait for one to end
-                # An idle engine's thread exits at once: stopping it here is quick.
-                self._stop(self.unload(victim))
+                    return  # every resident model is generating or loading: wait
+                # Not joined: this runs on the event loop, and an idle engine's
+                # thread lets its memory go as soon as it sees the stop.
+                self._stop(self.unload(victim), wait=False)
             del self.pending[model_id]
             log.info("loading %s from %s", model_id, info.path)
             engine = self.make_engine(str(info.path))
@@ -168,14 +171,32 @@ class ModelRegistry:
             self.refs[model_id] = str(info.path)
             engine.start()
 
+    def _evictable(self, model_id: str) -> bool:
+        """Idle and not loading: a model still loading is never cut off (two
+        clients asking for two models in turn would otherwise keep each other
+        from ever loading)."""
+        return not self.active[model_id] and self.engines[model_id].state != "loading"
+
     def _over_budget(self, incoming: ModelInfo) -> bool:
         if not self.engines:
             return False
         if len(self.engines) + 1 > self.settings.max_loaded_models:
             return True
         budget = self.settings.max_models_memory
-        used = sum(self.sizes.values()) + incoming.size_bytes
-        return budget is not None and used > budget * GIB
+        if budget is None:
+            return False
+        used = sum(self._size(m) for m in self.engines) + incoming.size_bytes
+        return used > budget * GIB
+
+    def _size(self, model_id: str) -> int:
+        """Bytes on disk of a resident model: known from its listing, or (for
+        the model the server started with) counted once its path is known."""
+        if model_id not in self.sizes:
+            path = self.engines[model_id].model_path
+            if path is None:  # not resolved yet
+                return 0
+            self.sizes[model_id] = describe(model_id, path, "loaded").size_bytes
+        return self.sizes[model_id]
 
     def unload(self, model_id: str) -> Engine:
         """Take ``model_id`` out of the resident set; stop the engine it returns (when idle)."""

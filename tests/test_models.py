@@ -13,10 +13,12 @@ import openai
 import pytest
 from mlx.utils import tree_flatten
 from mlx_lm.models import llama
+from mlx_lm.utils import load
 
 from mlxserve.cli import main
 from mlxserve.config import DEMO_MODEL_PATH
-from mlxserve.models import find_model, read_aliases
+from mlxserve import engine as engine_module
+from mlxserve.models import describe, find_model, read_aliases
 from tests.conftest import free_port
 from tests.test_errors import assert_envelope
 
@@ -197,6 +199,47 @@ def test_memory_budget_evicts_even_below_the_count(make_server, aliases):
     server = make_server(max_loaded_models=2, max_models_memory=0.0001)  # ~100 KB
     wait_until_served(server, "llama")
     assert list(server.service.models.engines) == ["llama"]
+
+
+def test_memory_budget_counts_the_model_the_server_started_with(make_server, aliases):
+    """Each model fits the budget alone, both together do not: loading the
+    second unloads the first, whose size the server must know without a listing."""
+    llama = find_model("llama")
+    demo = describe("test-model", DEMO_MODEL_PATH, "local")
+    budget_gib = (llama.size_bytes + demo.size_bytes - 1) / 1024**3
+    server = make_server(max_loaded_models=2, max_models_memory=budget_gib)
+    wait_until_served(server, "llama")
+    assert list(server.service.models.engines) == ["llama"]
+
+
+def test_a_model_still_loading_is_never_unloaded(make_server, aliases, monkeypatch):
+    """With room for one model, asking for the old one while the new one loads
+    waits (503) instead of cutting the load short, and the server stays responsive."""
+    loading = threading.Event()
+
+    def slow_load(path, **kwargs):
+        if "tiny-llama" in str(path):
+            loading.set()
+            time.sleep(1.5)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(engine_module, "load", slow_load)
+    server = make_server()
+    with server.http() as http:
+        assert_envelope(
+            http.post("/v1/chat/completions", json={"model": "llama", "messages": HELLO}),
+            503,
+            code="model_loading",
+        )
+        assert loading.wait(10)
+        started = time.monotonic()
+        r = http.post("/v1/chat/completions", json={"model": "test-model", "messages": HELLO})
+        assert_envelope(r, 503, code="model_loading")
+        assert time.monotonic() - started < 0.5
+        llama = server.service.models.engines["llama"]
+        assert llama.state == "loading"
+    assert wait_until_served(server, "llama").model == "llama"
+    assert wait_until_served(server, "test-model").model == "test-model"
 
 
 def test_delete_unloads_and_frees_memory(make_server, aliases):
