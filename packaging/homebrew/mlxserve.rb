@@ -53,7 +53,9 @@ class Mlxserve < Formula
   # `mlxserve service install` writes the same shape of plist under its own label.
   service do
     run [opt_bin/"mlxserve", "serve"]
-    keep_alive true
+    # Restart after a crash, not after a clean exit (SIGTERM drains and exits 0), as the
+    # plist of `mlxserve service install` does: KeepAlive {SuccessfulExit: false}.
+    keep_alive successful_exit: false
     working_dir var
     log_path var/"log/mlxserve.log"
     error_log_path var/"log/mlxserve.log"
