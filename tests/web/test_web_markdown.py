@@ -1,5 +1,6 @@
 """Markdown in the chat page: rendered as elements, and hostile text stays inert."""
 
+import json
 import time
 
 import pytest
@@ -172,6 +173,35 @@ def test_hostile_text_renders_inertly(server, chat_page):
     time.sleep(0.3)  # give a would-be handler time to fire
     assert page.evaluate("window.__pwned") is None
     assert page.url == server.url + "/"
+    assert page.errors == []
+
+
+def test_hostile_answer_streamed_in_pieces_renders_inertly(server, chat_page):
+    """The live path: hostile markup arrives split across stream chunks (and as
+    reasoning and a tool name), and is rendered as text while it streams and after."""
+    page = chat_page
+    page.open(server)
+    pieces = [HOSTILE_ANSWER[i:i + 7] for i in range(0, len(HOSTILE_ANSWER), 7)]
+    deltas = [{"role": "assistant", "reasoning_content": HOSTILE_USER}]
+    deltas += [{"content": piece} for piece in pieces]
+    deltas.append({"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                                   "function": {"name": "<script>x</script>", "arguments": "{}"}}]})
+    body = "".join(
+        "data: " + json.dumps({"object": "chat.completion.chunk",
+                               "choices": [{"index": 0, "delta": d, "finish_reason": None}]}) + "\n\n"
+        for d in deltas
+    ) + "data: [DONE]\n\n"
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+        headers={"Content-Type": "text/event-stream"}, body=body))
+    page.ask("Say hello.")
+    answer = page.last_answer()
+    answer.locator(".toolhead strong", has_text="<script>x</script>").wait_for()
+    text = answer.locator(".body").text_content()
+    assert '<img src=x onerror="window.__pwned=3">' in text and "<script>window.__pwned=4</script>" in text
+    assert answer.locator(".reasoning .text").text_content() == HOSTILE_USER
+    assert page.locator("body img, body script, body iframe, body svg, body b, body object, body embed").count() == 0
+    time.sleep(0.3)  # give a would-be handler time to fire
+    assert page.evaluate("window.__pwned") is None
     assert page.errors == []
 
 
