@@ -13,6 +13,8 @@ Usage (from the repository root):
     python scripts/bench.py [--model PATH_OR_REPO | --random-model {llama-1b,tiny}]
         [--prompt-tokens 128] [--max-tokens 256] [--runs 3]
         [--systems raw,mlxserve,mlx_lm.server] [--out bench.json]
+    python scripts/bench.py {chat,clients,draft,json,kv} [...]
+        the serving scenarios of scripts/bench_serving.py, by the same entry point
 """
 
 import argparse
@@ -510,4 +512,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        import bench_serving  # a scenario: multi-turn chat, clients, JSON grammar, ...
+
+        sys.exit(bench_serving.main())
     sys.exit(main())
