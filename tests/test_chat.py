@@ -139,6 +139,22 @@ def test_window_keeps_exactly_the_last_messages(make_server, engine, examples, c
     assert f"window: kept 2 of 4 messages (2 dropped), {resp.usage.prompt_tokens} prompt tokens" in caplog.text
 
 
+def test_message_window_drops_whole_blocks_of_half_the_window(make_server, engine, examples):
+    """--max-context 4: 6 other messages keep the last 4; 7 keep the last 3 (the
+    cut moves by 2 at a time, so the prompt's start, which the prompt cache
+    reuses, changes every other turn, not every turn)."""
+    server = make_server(max_context=4)
+    system = [{"role": "system", "content": "You are a helpful assistant."}]
+    turns = []
+    for i in range(3):
+        turns += [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer {i}."}]
+    question = examples["short"]["messages"]
+    for history, kept in ((turns[1:], 4), (turns, 3)):
+        messages = system + history + question
+        resp = server.openai().chat.completions.create(model="x", messages=messages, max_tokens=3)
+        assert resp.usage.prompt_tokens == prompt_len(engine, system + messages[-kept:])
+
+
 def test_token_window_drops_oldest_to_fit(make_server, engine, examples):
     question = examples["short"]["messages"]
     old = [
