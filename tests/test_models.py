@@ -257,6 +257,27 @@ def test_delete_unloads_and_frees_memory(make_server, aliases):
     assert before - mx.get_active_memory() >= 0.9 * weights
 
 
+def test_delete_waits_for_generations_up_to_the_drain_timeout(make_server, aliases):
+    """DELETE lets a running generation finish for up to --drain-timeout, then
+    unloads anyway: the stream ends with an in-band shutting_down error."""
+    server = make_server(max_loaded_models=2, drain_timeout=0.1)
+    wait_until_served(server, "llama")
+    eos = server.service.models.engines["llama"].tokenizer.eos_token_ids
+    stream = server.openai().chat.completions.create(
+        model="llama", messages=STORY, max_tokens=1000, stream=True,
+        logit_bias={str(t): -100 for t in eos},  # it runs to max_tokens, a second or so
+    )
+    next(iter(stream))  # generating now
+    started = time.monotonic()
+    with server.http() as http:
+        assert http.delete("/v1/models/llama").status_code == 200
+    assert 0.1 <= time.monotonic() - started < 5
+    with pytest.raises(openai.APIError, match="shutting down"):
+        for _ in stream:
+            pass
+    assert "llama" not in server.service.models.engines
+
+
 # ---- the command line: pull, ls, rm, run ----------------------------------------
 
 
