@@ -15,7 +15,6 @@ wheels per platform, outlines-core compiles a full token-level index per schema,
 which takes seconds for large vocabularies.)
 """
 
-import json
 import re
 import threading
 from typing import Optional
@@ -27,16 +26,8 @@ import numpy as np
 from llguidance.numpy import allocate_token_bitmask, fill_next_token_bitmask
 
 from mlxserve.errors import InvalidRequestError
-
-# Compact JSON, as models write it (", " and ": "), with no free whitespace:
-# a grammar that allows runs of whitespace lets a weak model pad until max_tokens.
-JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
-# Tool-call formats a forced call can be written in, by mlx-lm tool parser family:
-# the text around one call's JSON object {"name": ..., "arguments": {...}}.
-TOOL_CALL_FORMATS = {
-    "json_tools": ("<tool_call>\n", "\n</tool_call>"),
-}
+from mlxserve.lark_rules import CannotForce, Grammar, json_rule
+from mlxserve.tool_grammars import FORMATS
 
 
 class Grammars:
@@ -49,17 +40,21 @@ class Grammars:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
         self._llg = None
+        self._special = None
         self._lock = threading.Lock()
 
     @property
     def llg_tokenizer(self) -> llguidance.LLTokenizer:
-        # Built on first use (about a second for a large vocabulary), then shared.
         with self._lock:
-            if self._llg is None:
-                self._llg = llguidance.hf.from_tokenizer(
-                    self.tokenizer._tokenizer, eos_token=sorted(self.tokenizer.eos_token_ids)
-                )
-            return self._llg
+            return self._llg_locked()
+
+    def _llg_locked(self) -> llguidance.LLTokenizer:
+        # Built on first use (about a second for a large vocabulary), then shared.
+        if self._llg is None:
+            self._llg = llguidance.hf.from_tokenizer(
+                self.tokenizer._tokenizer, eos_token=sorted(self.tokenizer.eos_token_ids)
+            )
+        return self._llg
 
     def json(self, schema: Optional[dict], *, param: str, prefix: str = "") -> "GrammarProcessor":
         """A processor that makes the answer one JSON value valid against ``schema``.
@@ -70,46 +65,63 @@ class Grammars:
             prefix: Text forced before the JSON (closing a think block the prompt opened).
         """
         schema = {"type": "object"} if schema is None else schema
-        return self._compile(self._lark(prefix, _json_rule(schema)), param)
+        return self._compile(self._lark(prefix, json_rule(schema)), param)
 
     def tool_call(self, tools: list[dict], *, param: str, prefix: str = "") -> "GrammarProcessor":
         """A processor that makes the answer exactly one call to one of ``tools``.
 
+        The call is written in the markup of the model's tool-parser family
+        (see :mod:`mlxserve.tool_grammars`).
+
         Raises:
-            InvalidRequestError: The model's tool-call format is not one a call can be forced in.
+            InvalidRequestError: The model has no tool-call format, or a tool's
+                schema cannot be carried by it.
         """
         family = self.tool_family()
-        if family not in TOOL_CALL_FORMATS:
+        if family not in FORMATS:
             raise InvalidRequestError(
                 f"This model's tool-call format ({family or 'none'}) cannot be forced: "
                 f"tool_choice 'required' or a named function works with the formats "
-                f"{', '.join(TOOL_CALL_FORMATS)}. Use tool_choice 'auto'.",
+                f"{', '.join(sorted(FORMATS))}. Use tool_choice 'auto'.",
                 param=param,
             )
-        before, after = TOOL_CALL_FORMATS[family]
-        schema = {"anyOf": [_call_schema(t) for t in tools]}
-        body = f"{self._literal(before)} {_json_rule(schema)} {self._literal(after)}"
-        return self._compile(self._lark(prefix, body), param)
+        grammar = Grammar(self._pieces, headed=self.tokenizer.response_initial_state == "header")
+        try:
+            body = FORMATS[family](grammar, tools)
+        except CannotForce as exc:
+            message = f"A call cannot be forced: {exc}. Use tool_choice 'auto'."
+            raise InvalidRequestError(message, param=param) from exc
+        return self._compile(self._lark(prefix, body, grammar.rules), param)
 
     def tool_family(self) -> Optional[str]:
         parser = self.tokenizer.tool_parser
         return parser.__module__.rsplit(".", 1)[-1] if parser is not None else None
 
-    def _literal(self, text: str) -> str:
-        """``text`` as a Lark terminal: by token id when it is one special token.
+    def _pieces(self, text: str) -> list[tuple[str, Optional[int]]]:
+        """``text`` split into plain text and special tokens (with their ids).
 
         llguidance keeps added tokens such as ``<tool_call>`` apart from their
         text, so the grammar must name them by id for the model to use them.
         """
-        ids = self.tokenizer.encode(text.strip(), add_special_tokens=False)
-        if len(ids) == 1 and self.llg_tokenizer.is_special_token(ids[0]):
-            rest = text.split(text.strip(), 1)
-            return " ".join(p for p in (_quoted(rest[0]), f"<[{ids[0]}]>", _quoted(rest[1])) if p)
-        return _quoted(text)
+        special, pattern = self._special_tokens()
+        if not special:
+            return [(text, None)]
+        return [(part, special.get(part)) for part in pattern.split(text) if part]
 
-    def _lark(self, prefix: str, body: str) -> str:
-        head = f"{self._literal(prefix)} " if prefix else ""
-        return f"start: {head}{body}\n"
+    def _special_tokens(self) -> tuple[dict[str, int], re.Pattern]:
+        with self._lock:
+            if self._special is None:
+                llg = self._llg_locked()
+                added = self.tokenizer._tokenizer.get_added_vocab()
+                special = {t: i for t, i in added.items() if t and llg.is_special_token(i)}
+                longest_first = sorted(special, key=len, reverse=True)
+                pattern = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
+                self._special = special, pattern
+            return self._special
+
+    def _lark(self, prefix: str, body: str, rules: list[str] = ()) -> str:
+        head = f"{Grammar(self._pieces).lit(prefix)} " if prefix else ""
+        return "\n".join([f"start: {head}{body}", *rules]) + "\n"
 
     def _compile(self, lark: str, param: str) -> "GrammarProcessor":
         grammar = llguidance.LLMatcher.grammar_from_lark(lark)
@@ -130,28 +142,6 @@ def _error_text(message: str) -> str:
         lines.append(line.strip())
     text = " ".join(line for line in lines if line and set(line) != {"^"})
     return re.sub(r"^at \d+\(\d+\): ", "", text)
-
-
-def _quoted(text: str) -> str:
-    return json.dumps(text) if text else ""
-
-
-def _json_rule(schema: dict) -> str:
-    schema = {**schema, "x-guidance": {**JSON_OPTIONS, **schema.get("x-guidance", {})}}
-    return f"%json {json.dumps(schema)}"
-
-
-def _call_schema(tool: dict) -> dict:
-    function = tool["function"]
-    return {
-        "type": "object",
-        "properties": {
-            "name": {"const": function["name"]},
-            "arguments": function.get("parameters") or {"type": "object", "properties": {}},
-        },
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
 
 
 class GrammarProcessor:
