@@ -15,7 +15,8 @@ builder below follows its parser:
 - Gemma's literals (gemma4, function_gemma) are generated from the schema.
 
 Parameters are written in the schema's order; required ones always, optional
-ones when the model chooses to. A schema a format cannot carry faithfully
+ones when the model chooses to, undeclared ones never (unless the schema says
+``additionalProperties``). A schema a format cannot carry faithfully
 raises :class:`CannotForce`, which the server answers with a 400.
 """
 
@@ -32,7 +33,16 @@ def _properties(tool: dict) -> tuple[dict, set]:
 
 
 def _arguments_schema(tool: dict) -> dict:
-    return tool["function"].get("parameters") or {"type": "object", "properties": {}}
+    """The arguments' schema, with no undeclared arguments unless it allows them.
+
+    JSON Schema allows extra properties by default; a forced call writes only
+    the declared ones, as the per-parameter formats do, so that a weak model
+    cannot pad the call with made-up arguments until max_tokens.
+    """
+    schema = tool["function"].get("parameters") or {"type": "object", "properties": {}}
+    if "additionalProperties" in schema or "patternProperties" in schema:
+        return schema
+    return {**schema, "additionalProperties": False}
 
 
 def _name(tool: dict, pattern: str = r"[\w.-]+") -> str:
