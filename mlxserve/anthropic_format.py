@@ -11,6 +11,7 @@ import logging
 import uuid
 from typing import AsyncIterator, Optional
 
+from mlxserve import tracing
 from mlxserve.parsing import Event
 from mlxserve.protocols import anthropic_error_body, translated
 from mlxserve.schemas.anthropic import (
@@ -32,7 +33,8 @@ TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
 def new_message_id() -> str:
-    return "msg_" + uuid.uuid4().hex[:24]
+    """``msg_`` and the request's id (see :mod:`mlxserve.tracing`)."""
+    return "msg_" + (tracing.current_id() or uuid.uuid4().hex[:24])
 
 
 def tool_use_id(call_id: str) -> str:

@@ -9,8 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlxserve import __version__
-from mlxserve.auth import APIKeyAuth
+from mlxserve import __version__, tracing
+from mlxserve.auth import OPEN_PATHS, APIKeyAuth
 from mlxserve.config import Settings
 from mlxserve.engine import Engine
 from mlxserve.errors import (
@@ -20,9 +20,13 @@ from mlxserve.errors import (
     MLXServeError,
     NotFoundError,
 )
+from mlxserve.guard import HostGuard, OriginGuard, RateLimit, exposure_warning, is_loopback
 from mlxserve.http import BodySizeLimit, JSONBodies
+from mlxserve.metrics import Metrics
+from mlxserve.observe import Observe
+from mlxserve.openapi import document_errors
 from mlxserve.protocols import error_body_for
-from mlxserve.routes import anthropic, health, ollama, openai, responses, web
+from mlxserve.routes import anthropic, health, metrics, ollama, openai, responses, web
 from mlxserve.service import Service
 
 log = logging.getLogger("mlxserve.app")
@@ -33,6 +37,7 @@ PROTOCOL_ROUTERS = {"openai": openai.router, "anthropic": anthropic.router, "oll
 
 def to_error_response(request: Request, exc: MLXServeError) -> JSONResponse:
     """``exc`` in the error shape of the API the request was for."""
+    tracing.note_error(exc)
     body = error_body_for(request.url.path, exc)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers())
 
@@ -94,16 +99,33 @@ def create_app(settings: Settings, engine: Optional[Engine] = None) -> FastAPI:
 
     app = FastAPI(title="mlxserve", version=__version__, lifespan=lifespan)
     app.state.service = service
-    for name, router in PROTOCOL_ROUTERS.items():
-        if name in settings.protocol_names:
-            app.include_router(router)
+    routers = [r for name, r in PROTOCOL_ROUTERS.items() if name in settings.protocol_names]
     if "openai" in settings.protocol_names:
-        app.include_router(responses.router)
-    app.include_router(health.router)
-    app.include_router(web.router)
+        routers.append(responses.router)
+    routers += [health.router, metrics.router, web.router]
+    for router in routers:
+        app.include_router(router)
+    app.state.metrics = Metrics(service)
+    open_paths = OPEN_PATHS if settings.protect_metrics else OPEN_PATHS | {"/metrics"}
+    # Added innermost first: a request meets Observe, the host and origin guards,
+    # the key check, the rate limit, then the body limits.
     app.add_middleware(JSONBodies)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(APIKeyAuth, keys=settings.api_keys)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
+    if settings.rate is not None:
+        requests, period = settings.rate
+        app.add_middleware(RateLimit, requests=requests, period=period, open_paths=open_paths)
+    app.add_middleware(APIKeyAuth, keys=settings.api_keys, open_paths=open_paths)
+    app.add_middleware(OriginGuard, origins=settings.cors_origins)
+    if is_loopback(settings.host):
+        app.add_middleware(HostGuard, allowed=settings.allowed_hosts)
+    routes = [route for router in routers for route in router.routes]
+    app.add_middleware(Observe, metrics=app.state.metrics, routes=routes)
+    document_errors(app)
+    warning = exposure_warning(settings.host, settings.api_keys)
+    if warning:
+        log.warning("\n%s\n  WARNING: %s\n%s", "!" * 78, warning, "!" * 78)
 
     @app.exception_handler(MLXServeError)
     async def _mlxserve_error(request: Request, exc: MLXServeError):

@@ -34,13 +34,18 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     for name, field in Settings.model_fields.items():
         kind, choices = _flag_type(field.annotation)
         default = "" if field.default is None else f"; default: {field.default}"
+        # A bool is a switch (--flag / --no-flag), not a flag that takes a value.
+        how = (
+            dict(action=argparse.BooleanOptionalAction)
+            if kind is bool
+            else dict(type=kind, choices=choices)
+        )
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            type=kind,
-            choices=choices,
             default=argparse.SUPPRESS,
             help=f"{field.description} (env MLXSERVE_{name.upper()}{default})",
+            **how,
         )
 
 
@@ -86,16 +91,16 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from mlxserve.app import create_app
+    from mlxserve.observe import setup_logging
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        log_config=None,  # uvicorn's loggers go through ours (see setup_logging)
         log_level=settings.log_level,
+        access_log=False,  # mlxserve.access logs each request, with its tokens and timings
         timeout_graceful_shutdown=settings.drain_timeout,
     )
     # uvicorn re-raises the stop signal once it has drained; a no-op handler makes

@@ -58,6 +58,26 @@ def read_key_file(path: Path) -> list[str]:
     return keys
 
 
+RATE_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"N/min"`` (or ``N/s``, ``N/h``) as (requests, per seconds).
+
+    Raises:
+        ValueError: Not of that form, or N is not a positive integer.
+    """
+    count, _, period = text.strip().partition("/")
+    seconds = RATE_PERIODS.get(period.strip().lower())
+    if not count.strip().isdigit() or int(count) < 1 or seconds is None:
+        raise ValueError(f"rate limit {text!r} must look like 60/min (or N/s, N/h) with N >= 1")
+    return int(count), seconds
+
+
+def _names(value: Optional[str]) -> list[str]:
+    return [n.strip() for n in (value or "").split(",") if n.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MLXSERVE_", extra="forbid")
 
@@ -116,6 +136,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Logging level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Log lines as 'text' or as 'json' objects (one per line, with the request id).",
+    )
     reasoning: Literal["split", "inline", "hide"] = Field(
         "split",
         description="A thinking model's reasoning: 'split' into reasoning_content, kept 'inline' "
@@ -140,6 +164,31 @@ class Settings(BaseSettings):
     api_key_file: Optional[Path] = Field(
         None, description="File of API keys, one per line (# starts a comment)."
     )
+    protect_metrics: bool = Field(
+        False, description="With an API key, /metrics needs the key too (default: it stays open)."
+    )
+    cors_origin: Optional[str] = Field(
+        None,
+        description="Web origins (scheme://host:port, comma-separated, or '*') whose pages may "
+        "call the API; others are refused with 403 (default: same origin only).",
+    )
+    allowed_host: Optional[str] = Field(
+        None,
+        description="Extra Host names accepted while bound to loopback, comma-separated "
+        "(always: localhost, 127.0.0.1, [::1]); others get 403 (DNS-rebinding guard).",
+    )
+    rate_limit: Optional[str] = Field(
+        None,
+        description="Requests each client (API key, else address) may make, as N/min "
+        "(or N/s, N/h); beyond it: 429 with Retry-After (default: no limit).",
+    )
+    max_json_depth: int = Field(
+        64, ge=2, description="Deepest nesting of arrays and objects in a request body (beyond: 400)."
+    )
+    max_messages: int = Field(
+        4096, ge=1, description="Most messages in one chat request (beyond: 400)."
+    )
+    max_tools: int = Field(256, ge=0, description="Most tools in one request (beyond: 400).")
     protocols: str = Field(
         ",".join(PROTOCOLS),
         description="APIs to serve, comma-separated: openai (/v1/chat/completions...), "
@@ -224,6 +273,26 @@ class Settings(BaseSettings):
     def api_keys(self) -> list[str]:
         """Every API key the server accepts (none: the API is open)."""
         return self._api_keys
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parse_rate(value)
+        return value
+
+    @property
+    def rate(self) -> Optional[tuple[int, float]]:
+        """``--rate-limit`` as (requests, per seconds), or ``None`` for no limit."""
+        return parse_rate(self.rate_limit) if self.rate_limit else None
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return _names(self.cors_origin)
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        return _names(self.allowed_host)
 
     @field_validator("kv_bits")
     @classmethod

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 import mlx.core as mx
+from mlx.utils import tree_flatten
 from mlx_lm import stream_generate
 from mlx_lm.generate import TextStateMachine
 from mlx_lm.models.cache import make_prompt_cache
@@ -342,6 +343,8 @@ class Engine:
         self.prompt_cache = PromptCache(options.prompt_cache_size, options.prompt_cache_bytes)
         self.shape: Optional[ModelShape] = None
         """The model's shape, for memory estimates (set once loaded)."""
+        self.weights_bytes = 0
+        """Bytes of the loaded weights (0 until loaded)."""
         self.memory_limit = memory_limit or 0
         """Bytes the server may use (set once loaded)."""
         self.memory_in_use = 0
@@ -431,6 +434,7 @@ class Engine:
         self.memory_limit = device_limit(mx.get_memory_limit(), mx.device_info())
         self.model_path = resolve_model_path(self.model_ref)
         self.model, self.tokenizer, config = load(str(self.model_path), return_config=True)
+        self.weights_bytes = sum(v.nbytes for _, v in tree_flatten(self.model.parameters()))
         self.shape = ModelShape.from_config(config, gpu=mx.default_device() == mx.gpu)
         self.context_length = context_length(config)
         self.vocab_size = len(self.tokenizer.get_vocab())

@@ -64,6 +64,14 @@ class AuthenticationError(MLXServeError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class ForbiddenError(MLXServeError):
+    """Refused whoever asks: a foreign Host (DNS rebinding) or a web origin not allowed."""
+
+    status_code = 403
+    type = "invalid_request_error"
+    code = "forbidden"
+
+
 class NotFoundError(MLXServeError):
     status_code = 404
     type = "invalid_request_error"
@@ -86,6 +94,14 @@ class ServerBusyError(MLXServeError):
     status_code = 429
     type = "server_busy"
     code = "server_busy"
+
+
+class RateLimitError(MLXServeError):
+    """A client made more requests than ``--rate-limit`` allows."""
+
+    status_code = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
 
 
 class ServiceUnavailableError(MLXServeError):

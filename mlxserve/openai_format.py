@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import AsyncIterator, Callable, Optional
 
-from mlxserve import __version__
+from mlxserve import __version__, tracing
 from mlxserve.context import Dropped
 from mlxserve.engine import Delta, TokenLogprob
 from mlxserve.errors import InternalError, MLXServeError, error_body
@@ -47,7 +47,8 @@ class _Meta:
     """Fields every chunk of one response repeats."""
 
     def __init__(self, model: str, prefix: str):
-        self.id = f"{prefix}-{uuid.uuid4().hex[:24]}"
+        # The request's id, so a response can be found in the logs by its own id.
+        self.id = f"{prefix}-{tracing.current_id() or uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
         self.common = dict(

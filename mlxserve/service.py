@@ -16,7 +16,7 @@ from typing import AsyncIterator, Optional, Union
 import numpy as np
 from jinja2 import TemplateError
 
-from mlxserve import __version__, embeddings
+from mlxserve import __version__, embeddings, tracing
 from mlxserve.config import Settings
 from mlxserve.constraints import Grammars
 from mlxserve.context import Dropped, window_chat
@@ -104,6 +104,7 @@ class Generation:
     It yields the engine's deltas, or, given a ``parser``, the parsed events.
     The slot is released exactly once: when the deltas end, when iteration
     fails, or when :meth:`aclose` is called (always call it; it is idempotent).
+    Each delta is counted in the request's :class:`~mlxserve.tracing.RequestRecord`.
     """
 
     def __init__(self, deltas: AsyncIterator[Delta], release, parser: Optional[AnswerParser] = None):
@@ -111,6 +112,7 @@ class Generation:
         self._release = release
         self._parser = parser
         self._open = True
+        self._record = tracing.current()
 
     def __aiter__(self):
         return self
@@ -118,9 +120,13 @@ class Generation:
     async def __anext__(self) -> Union[Delta, Event]:
         try:
             delta = await self._deltas.__anext__()
-        except BaseException:
+        except BaseException as exc:
+            if not isinstance(exc, (StopAsyncIteration, asyncio.CancelledError)):
+                tracing.note_error(exc, self._record)
             await self.aclose()
             raise
+        if self._record is not None:
+            self._record.saw(delta)
         return self._parser.feed(delta) if self._parser else delta
 
     async def aclose(self) -> None:
@@ -191,6 +197,7 @@ class Service:
 
         Tools (unless ``tool_choice`` is ``"none"``) go to the template and the parser.
         """
+        self._check_counts(body)
         model_id, engine = await self.model(body.model)
         max_tokens = self.max_tokens(body.requested_max_tokens())
         messages = [m.to_template() for m in body.messages]
@@ -225,6 +232,24 @@ class Service:
             parallel=body.parallel_tool_calls is not False,
         )
         return Plan(model_id, engine, request, parser, dropped)
+
+    def _check_counts(self, body: ChatCompletionRequest) -> None:
+        """Refuse a chat with more messages or tools than the server takes.
+
+        Raises:
+            InvalidRequestError: ``too_many_messages`` or ``too_many_tools``.
+        """
+        limits = (
+            ("messages", len(body.messages), self.settings.max_messages),
+            ("tools", len(body.tools or ()), self.settings.max_tools),
+        )
+        for param, count, most in limits:
+            if count > most:
+                raise InvalidRequestError(
+                    f"This request has {count} {param}; the server takes at most {most}.",
+                    param=param,
+                    code=f"too_many_{param}",
+                )
 
     async def plan_completion(self, body: CompletionRequest) -> Plan:
         """The generation for a raw-prompt completion (no chat template)."""
@@ -314,6 +339,9 @@ class Service:
         """
         model_id, engine = await self.model(body.model)
         inputs = await asyncio.to_thread(_embedding_tokens, engine, body.items(), self.context_tokens(engine))
+        record = tracing.current()
+        if record is not None:
+            record.embedded(sum(len(t) for t in inputs))
         self.models.began(model_id)
         try:
             await self.gate.acquire()
@@ -411,6 +439,12 @@ def _selftest(engine: Optional[Engine]) -> dict:
 
 
 def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
+    if not messages:  # the window left nothing: tool results with no call before them
+        raise InvalidRequestError(
+            "No message is left to answer: a tool message must follow the assistant "
+            "message whose tool call it answers.",
+            param="messages",
+        )
     try:
         return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)
     except TemplateError as exc:

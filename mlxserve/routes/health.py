@@ -9,7 +9,11 @@ from mlxserve.schemas.openai import Health
 router = APIRouter()
 
 
-@router.get("/healthz", response_model=Health)
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "Loading, or the model failed to load."}},
+)
 @router.get("/health", include_in_schema=False)
 async def health(svc: ServiceDep):
     body = svc.health()

@@ -66,7 +66,11 @@ def serve_flags(values: Mapping[str, Any]) -> list[str]:
         value = values[name]
         if name == "model" and Path(value).expanduser().exists():
             value = os.path.abspath(Path(value).expanduser())
-        argv += ["--" + name.replace("_", "-"), str(value)]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):  # a switch: --flag or --no-flag
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
     return argv
 
 

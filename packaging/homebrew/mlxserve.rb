@@ -42,7 +42,8 @@ class Mlxserve < Formula
   # numpy come from the formulae above instead of PyPI.
   pypi_packages package_name:     "",
                 extra_packages:   %w[mlx-lm fastapi uvicorn pydantic pydantic-settings
-                                     huggingface-hub sse-starlette jsonschema llguidance pyyaml],
+                                     huggingface-hub sse-starlette jsonschema llguidance pyyaml
+                                     prometheus-client],
                 exclude_packages: %w[certifi mlx numpy]
 
   def install
