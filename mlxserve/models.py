@@ -46,7 +46,10 @@ class ModelInfo:
 
 def is_mlx_model(path: Path) -> bool:
     """Whether ``path`` is a directory holding a model mlx-lm can load."""
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    try:
+        return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+    except OSError:  # a name no file system takes (too long, say) names no model
+        return False
 
 
 def read_config(path: Path) -> dict:
