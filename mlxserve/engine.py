@@ -677,7 +677,13 @@ class Engine:
 
     @staticmethod
     def _failure(exc: Exception, what: str):
-        """The error to report for ``exc``; after an allocation failure, MLX's cache is freed."""
+        """The error to report for ``exc``; after an allocation failure, MLX's cache is freed.
+
+        The random state is made anew: mlx-lm's samplers are compiled with it as
+        input and output, and one that raises mid-call leaves it an unevaluable
+        placeholder that would fail every later sampled generation.
+        """
+        mx.random.seed(time.time_ns() % 2**64)
         if is_out_of_memory(exc):
             mx.clear_cache()
             return InsufficientMemoryError(

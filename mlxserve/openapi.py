@@ -22,6 +22,25 @@ ERROR_STATUSES = {
     "503": "The model is loading, failed to load, or no slot came in time (see Retry-After).",
 }
 
+# What the OpenAPI description says of a streamed answer's pieces: each is a JSON
+# chunk of the API's own stream format (an SSE event, or an NDJSON line).
+STREAM_SCHEMAS = {
+    "text/event-stream": {"type": "object", "description": "A server-sent event."},
+    "application/x-ndjson": {"type": "string", "description": "One JSON object per line."},
+}
+
+
+def streamed(media_type: str, model=None) -> dict:
+    """A route's ``responses``: its 200 answer as ``model``, or streamed as ``media_type``."""
+    answer = {"content": {media_type: {"schema": STREAM_SCHEMAS[media_type]}}}
+    if model is not None:
+        answer["model"] = model
+    return {200: answer}
+
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+
 _NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
 ERROR_SCHEMAS = {
     "openai": (

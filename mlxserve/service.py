@@ -393,10 +393,13 @@ class Service:
                 f"logit_bias keys must be token ids below the vocabulary size {vocab}.",
                 param="logit_bias",
             )
+        sampling = resolve_sampling(body, engine.generation_config)
+        if sampling.top_k >= vocab:  # keeps every token: the same as no top_k (mlx-lm refuses it)
+            sampling = replace(sampling, top_k=0)
         return GenerationRequest(
             prompt=prompt,
             max_tokens=max_tokens,
-            sampling=resolve_sampling(body, engine.generation_config),
+            sampling=sampling,
             stop=body.stop_list(),
             top_logprobs=top_logprobs,
             timeout=self.settings.timeout,

@@ -1,9 +1,12 @@
 """Request limits on every protocol: body size, JSON depth, messages, stop entries, tools."""
 
+import asyncio
 import time
 
 import pytest
 
+from mlxserve.engine import GenerationRequest, SamplingParams
+from mlxserve.errors import GenerationError
 from mlxserve.http import json_depth
 from tests.test_errors import assert_envelope
 
@@ -137,3 +140,26 @@ def test_found_by_fuzzing_orphan_tool_message_and_unpathable_model_name(server):
         long_name = http.post("/v1/chat/completions", json={"model": "x" * 5000, "messages": HELLO, "max_tokens": 2})
     assert_envelope(orphan, 400, param="messages")
     assert long_name.status_code == 200  # an unknown name: the loaded model answers
+
+
+def test_found_by_schemathesis_top_k_above_the_vocabulary_means_no_top_k(server):
+    with server.http() as http:
+        r = http.post(
+            "/v1/chat/completions",
+            json={"messages": HELLO, "top_k": 100_000, "temperature": 1, "max_tokens": 3},
+        )
+    assert r.status_code == 200, r.text
+
+
+def test_a_failed_sampler_does_not_break_later_sampled_generations(engine):
+    """mlx-lm's compiled sampler left the random state broken when it raised."""
+    prompt = engine.tokenizer.encode("Say hello.")
+
+    async def run(sampling):
+        request = GenerationRequest(prompt=prompt, max_tokens=3, sampling=sampling)
+        return [d async for d in engine.generate(request)]
+
+    with pytest.raises(GenerationError):
+        asyncio.run(run(SamplingParams(temperature=1.0, top_k=engine.vocab_size + 10)))
+    deltas = asyncio.run(run(SamplingParams(temperature=1.0)))
+    assert deltas[-1].finish_reason is not None

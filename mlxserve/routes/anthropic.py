@@ -12,6 +12,7 @@ from sse_starlette import ServerSentEvent
 
 from mlxserve import anthropic_format
 from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
+from mlxserve.openapi import SSE, streamed
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.schemas.anthropic import (
     CountTokensRequest,
@@ -30,7 +31,7 @@ def _ping() -> ServerSentEvent:
     return ServerSentEvent(event="ping", data=json.dumps({"type": "ping"}), sep="\n")
 
 
-@router.post("/v1/messages", response_model=Message)
+@router.post("/v1/messages", response_model=Message, responses=streamed(SSE))
 async def create_message(body: MessageCreateParams, request: Request, svc: ServiceDep):
     plan = await svc.plan_chat(anthropic_format.chat_request(body))
     shared = dict(

@@ -14,12 +14,21 @@ from mlxserve.errors import NotFoundError
 from mlxserve.http import ClientDisconnected, GenerationNDJSON, until_disconnect
 from mlxserve.model_card import read_model_card
 from mlxserve.routes.deps import ServiceDep
+from mlxserve.openapi import NDJSON, streamed
 from mlxserve.schemas.ollama import (
     ChatRequest,
+    ChatResponse,
     EmbeddingsRequest,
+    EmbeddingsResponse,
     EmbedRequest,
+    EmbedResponse,
     GenerateRequest,
+    GenerateResponse,
+    PsResponse,
     ShowRequest,
+    ShowResponse,
+    TagsResponse,
+    VersionResponse,
 )
 
 router = APIRouter()
@@ -50,7 +59,7 @@ def _same(generation):
     return generation
 
 
-@router.post("/api/chat")
+@router.post("/api/chat", responses=streamed(NDJSON, ChatResponse))
 async def chat(body: ChatRequest, request: Request, svc: ServiceDep):
     timer = ollama_format.Timer()
     if not body.messages:
@@ -60,7 +69,7 @@ async def chat(body: ChatRequest, request: Request, svc: ServiceDep):
     return await _answer(request, svc, plan, _same, body=body, shape="chat", timer=timer)
 
 
-@router.post("/api/generate")
+@router.post("/api/generate", responses=streamed(NDJSON, GenerateResponse))
 async def generate(body: GenerateRequest, request: Request, svc: ServiceDep):
     timer = ollama_format.Timer()
     if not body.prompt:
@@ -76,7 +85,7 @@ async def generate(body: GenerateRequest, request: Request, svc: ServiceDep):
     return await _answer(request, svc, plan, as_events, body=body, shape="generate", timer=timer)
 
 
-@router.post("/api/embed")
+@router.post("/api/embed", response_model=EmbedResponse)
 async def embed(body: EmbedRequest, svc: ServiceDep):
     timer = ollama_format.Timer()
     request = ollama_format.embedding_request(body.model, body.input, body.dimensions)
@@ -89,13 +98,13 @@ async def embed(body: EmbedRequest, svc: ServiceDep):
     }
 
 
-@router.post("/api/embeddings")
+@router.post("/api/embeddings", response_model=EmbeddingsResponse)
 async def embeddings(body: EmbeddingsRequest, svc: ServiceDep):
     _, vectors, _ = await svc.embed(ollama_format.embedding_request(body.model, body.prompt))
     return {"embedding": vectors[0].tolist()}
 
 
-@router.get("/api/version")
+@router.get("/api/version", response_model=VersionResponse)
 async def version():
     return {"version": ollama_format.OLLAMA_API_VERSION}
 
@@ -105,14 +114,14 @@ def _cards(svc) -> list:
     return [(info, read_model_card(info.path)) for info, _ in svc.models.listing() if info.path]
 
 
-@router.get("/api/tags")
+@router.get("/api/tags", response_model=TagsResponse)
 async def tags(svc: ServiceDep):
     """Every model a request may name, loaded or not."""
     cards = await asyncio.to_thread(_cards, svc)
     return {"models": [ollama_format.listed_model(i.id, card).model_dump() for i, card in cards]}
 
 
-@router.get("/api/ps")
+@router.get("/api/ps", response_model=PsResponse)
 async def ps(svc: ServiceDep):
     """The loaded models."""
     ready = [(m, e) for m, e in list(svc.models.engines.items()) if e.state == "ready"]
@@ -124,7 +133,7 @@ async def ps(svc: ServiceDep):
     return {"models": [m.model_dump() for m in models]}
 
 
-@router.post("/api/show")
+@router.post("/api/show", response_model=ShowResponse)
 async def show(body: ShowRequest, svc: ServiceDep):
     name = body.model or body.name or ""
     for info, card in await asyncio.to_thread(_cards, svc):

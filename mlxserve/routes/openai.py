@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from mlxserve import embeddings, openai_format
 from mlxserve.errors import NotFoundError
 from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
+from mlxserve.openapi import SSE, streamed
 from mlxserve.queueing import queued_stream
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.schemas.openai import (
@@ -65,7 +66,7 @@ def _include_usage(body) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion)
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses=streamed(SSE))
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, response: Response, svc: ServiceDep
 ):
@@ -92,7 +93,7 @@ async def chat_completions(
     )
 
 
-@router.post("/v1/completions", response_model=Completion)
+@router.post("/v1/completions", response_model=Completion, responses=streamed(SSE))
 async def completions(body: CompletionRequest, request: Request, svc: ServiceDep):
     plan = await svc.plan_completion(body)
     shared = dict(

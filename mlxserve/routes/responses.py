@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response as HTTPResponse
 
 from mlxserve import responses_format
+from mlxserve.openapi import SSE, streamed
 from mlxserve.responses_format import ResponseBuilder
 from mlxserve.responses_request import chat_request, input_items, stored_items
 from mlxserve.responses_store import ResponseStore, input_item_page
@@ -26,7 +27,7 @@ def _store(request: Request) -> ResponseStore:
     return state.responses
 
 
-@router.post("/v1/responses", response_model=Response)
+@router.post("/v1/responses", response_model=Response, responses=streamed(SSE))
 async def create_response(
     body: ResponsesRequest, request: Request, response: HTTPResponse, svc: ServiceDep
 ):

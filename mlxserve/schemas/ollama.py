@@ -235,3 +235,42 @@ class ChatResponse(_Chunk):
 class GenerateResponse(_Chunk):
     response: str
     thinking: Optional[str] = None
+
+
+class TagsResponse(BaseModel):
+    """``/api/tags``: every model a request may name."""
+
+    models: list[ListedModel]
+
+
+class PsResponse(BaseModel):
+    """``/api/ps``: the loaded models."""
+
+    models: list[RunningModel]
+
+
+class VersionResponse(BaseModel):
+    version: str
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    prompt_eval_count: int
+
+
+class EmbeddingsResponse(BaseModel):
+    embedding: list[float]
+
+
+class ShowResponse(BaseModel):
+    """``/api/show``: details, the chat template, capabilities and ``model_info``."""
+
+    modelfile: str
+    parameters: str
+    template: str
+    details: ModelDetails
+    model_info: dict
+    capabilities: list[str]
+    modified_at: str

@@ -302,6 +302,8 @@ class CompletionRequest(_SamplingFields):
             if isinstance(value[0], str):
                 if len(value) != 1:
                     raise ValueError("Only one prompt per request is supported.")
+                if value[0] == "":
+                    raise ValueError("prompt must not be empty.")
         elif value == "":
             raise ValueError("prompt must not be empty.")
         return value
