@@ -78,10 +78,7 @@ class Observe:
 
 def log_access(record: RequestRecord) -> None:
     """One line per request: method, path, status, tokens, TTFT, tok/s, duration."""
-    fields = {
-        "method": record.method,
-        "path": record.path,
-        "status": record.status,
+    figures = {
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens if record.first_token else None,
         "ttft_s": _round(record.ttft),
@@ -89,15 +86,14 @@ def log_access(record: RequestRecord) -> None:
         "duration_s": _round(record.duration),
         "error": record.error_code,
     }
-    shown = " ".join(
-        f"{k}={v}" for k, v in list(fields.items())[3:] if v is not None
-    )
+    shown = "".join(f" {k}={v}" for k, v in figures.items() if v is not None)
+    fields = {"method": record.method, "path": record.path, "status": record.status, **figures}
     access_log.info(
         "%s %s %s%s",
         record.method,
         record.path,
         record.status,
-        " " + shown if shown else "",
+        shown,
         extra={"request_id": record.request_id, "access": fields},
     )
 
