@@ -194,3 +194,14 @@ def test_switch_flags_parse_as_switches():
 
     assert load_settings(build_parser().parse_args(["serve", "--protect-metrics"])).protect_metrics
     assert not load_settings(build_parser().parse_args(["serve", "--no-protect-metrics"])).protect_metrics
+
+
+def test_service_unit_passes_switches_as_switches():
+    from mlxserve.service_mgr.spec import serve_flags
+
+    assert serve_flags({"protect_metrics": True, "rate_limit": "5/min"}) == [
+        "--protect-metrics",
+        "--rate-limit",
+        "5/min",
+    ]
+    assert serve_flags({"protect_metrics": False}) == ["--no-protect-metrics"]
