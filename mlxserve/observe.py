@@ -57,10 +57,18 @@ class Observe:
         )
         id_header = (REQUEST_ID_HEADER.lower().encode(), record.request_id.encode())
 
+        def finish() -> None:
+            if record.finished is None:
+                record.finished = time.monotonic()
+                self.metrics.observe(record)
+                log_access(record)
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), id_header]}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                finish()  # before the last byte: a client that has its answer sees it counted
             await send(message)
 
         token = tracing.begin(record)
@@ -70,10 +78,8 @@ class Observe:
             record.status = record.status or 500
             raise
         finally:
-            record.finished = time.monotonic()
             tracing.end(token)
-            self.metrics.observe(record)
-            log_access(record)
+            finish()
 
 
 def log_access(record: RequestRecord) -> None:
