@@ -1,4 +1,4 @@
-"""Command line: ``mlxserve serve``, ``demo``, ``service ...`` and ``doctor``.
+"""Command line: ``mlxserve serve``, ``demo``, ``service ...``, ``doctor`` and ``integrate``.
 
 The serve flags are generated from :class:`~mlxserve.config.Settings`, so each
 setting is declared once and is also an ``MLXSERVE_*`` environment variable.
@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from pydantic import ValidationError
 
-from mlxserve import __version__, model_cli
+from mlxserve import __version__, integrate, model_cli
 from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, ConfigFileError, Settings
 from mlxserve.service_mgr import commands as service_commands
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service_commands.add_service_commands(service, add_settings_flags)
     model_cli.add_model_commands(commands)
+    integrate.add_integrate_command(commands, model_cli.DEFAULT_URL)
     doctor = commands.add_parser(
         "doctor",
         help="Check the platform, MLX, the model, memory, the port, the service and a live "
@@ -123,6 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return service_commands.run(args)
     if args.command in ("pull", "ls", "rm", "run"):
         return model_cli.run_command(args)
+    if args.command == "integrate":
+        return integrate.run(args)
     try:
         settings = load_settings(args)
     except (ValidationError, ConfigFileError) as exc:
