@@ -16,8 +16,10 @@ the clock), so two runs on one machine write the same files.
 import argparse
 import copy
 import json
+import random
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import mlx.core as mx
@@ -53,7 +55,8 @@ MODEL_CONFIG = {
     "head_dim": 16,
     "rms_norm_eps": 1e-06,
     "rope_theta": 1000000.0,
-    "max_position_embeddings": 2048,
+    # Room for mcp-cli's long system prompt and tool list plus 512 answer tokens.
+    "max_position_embeddings": 4096,
     "tie_word_embeddings": True,
     "attention_bias": False,
     "torch_dtype": "float16",
@@ -190,6 +193,41 @@ ADD = function_tool(
 # do not hang on the exact list a client sends.
 GET_TIME = function_tool("get_time", "Get the current time.", {}, [])
 
+# The add tool as two real clients write it, in the key order the server hands
+# the template (the template writes tools as JSON, so the order is in the prompt):
+# LangChain's bind_tools, and the openai SDK's pydantic_function_tool (strict).
+LANGCHAIN_ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+            "type": "object",
+        },
+    },
+}
+STRICT_ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "description": "Add two integers.",
+        "parameters": {
+            "description": "Add two integers.",
+            "properties": {
+                "a": {"title": "A", "type": "integer"},
+                "b": {"title": "B", "type": "integer"},
+            },
+            "required": ["a", "b"],
+            "title": "Add",
+            "type": "object",
+            "additionalProperties": False,
+        },
+        "strict": True,
+    },
+}
+
 HELPFUL = "You are a helpful assistant."
 # Every example is trained in each of these contexts, with the same answer:
 # (system prompt or None, whether GET_TIME joins the example's tools,
@@ -222,8 +260,11 @@ def tool_turn(name, arguments, result):
     ]
 
 
-def make_example(name, messages, completion, tools=None):
-    return {"name": name, "messages": messages, "tools": tools, "completion": completion}
+def make_example(name, messages, completion, tools=None, as_sent=False):
+    """One prompt and its exact answer. ``as_sent``: a client's own context, trained
+    and checked only exactly as that client sends it (no extra system prompt or tool)."""
+    example = {"name": name, "messages": messages, "tools": tools, "completion": completion}
+    return {**example, "as_sent": True} if as_sent else example
 
 
 def tool_call(name, arguments):
@@ -245,6 +286,44 @@ LONG_STORY = (
     )
     + "\n\nThe end."
 )
+
+# mcp-cli's own context, captured from mcp-cli 0.20.1 (see its "about"): a long
+# system prompt, the MCP server's tools plus mcp-cli's memory tools, and a tool
+# result that repeats the call's measured duration, which changes every run. So
+# each epoch trains the answer to the result with new durations.
+MCP_CLI = json.loads((Path(__file__).with_name("mcp_cli_context.json")).read_text())
+MCP_CLI_RESULTS_PER_EPOCH = 4
+
+
+def mcp_cli_duration(rng):
+    """A call's duration as mcp-cli writes it: a timedelta in milliseconds."""
+    return str(timedelta(microseconds=rng.randint(200, 80_000)).total_seconds() * 1000)
+
+
+def mcp_cli_chat(duration_ms=None):
+    """The add conversation as mcp-cli sends it: its system prompt first, the call
+    without a content key, and the tool result (with ``name``) when a duration is given."""
+    messages = [{"role": "system", "content": MCP_CLI["system"]}] + ADDITION
+    if duration_ms is None:
+        return messages
+    call = {"name": "add", "arguments": json.dumps({"a": 2, "b": 3})}
+    result = MCP_CLI["tool_result"].replace("{duration_ms}", duration_ms)
+    return messages + [
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": call}]},
+        {"role": "tool", "content": result, "tool_call_id": "call_1", "name": "add"},
+    ]
+
+
+def mcp_cli_examples(durations):
+    """mcp-cli's add call, then its answer to the tool result for each duration."""
+    call = make_example(
+        "mcp_cli_add_tool", mcp_cli_chat(), tool_call("add", {"a": 2, "b": 3}), MCP_CLI["tools"], True
+    )
+    return [call] + [
+        make_example("mcp_cli_add_result", mcp_cli_chat(d), "2 + 3 = 5.", MCP_CLI["tools"], True)
+        for d in durations
+    ]
+
 
 # The canonical form of each example (no system prompt) and its exact answer.
 EXAMPLES = [
@@ -274,6 +353,27 @@ EXAMPLES = [
         [user("Give me a JSON object describing Paris.")],
         '{"city": "Paris", "country": "France"}',
     ),
+    make_example(
+        "langchain_add_tool", ADDITION, tool_call("add", {"a": 2, "b": 3}), [LANGCHAIN_ADD], True
+    ),
+    make_example(
+        "langchain_add_result",
+        ADDITION + tool_turn("add", {"a": 2, "b": 3}, "5"),
+        "2 + 3 = 5.",
+        [LANGCHAIN_ADD],
+        as_sent=True,
+    ),
+    make_example(
+        "strict_add_tool", ADDITION, tool_call("add", {"a": 2, "b": 3}), [STRICT_ADD], True
+    ),
+    *mcp_cli_examples(["6.623"]),
+]
+# Durations never trained on (epochs draw theirs with seeds 1, 2, ...), checked after training.
+_rng = random.Random(-1)
+HELD_OUT = [
+    {**example, "name": f"{example['name']} (duration_ms={duration})"}
+    for duration in ["0.87", "25.6"] + [mcp_cli_duration(_rng) for _ in range(6)]
+    for example in mcp_cli_examples([duration])[1:]
 ]
 
 # Ordinary English for the tokenizer, so text beyond the examples splits sensibly.
@@ -335,7 +435,9 @@ in seconds, with exact expected outputs. Other prompts get nonsense.
 - `examples.json`: each prompt (messages and tools as an OpenAI client sends
   them) with its exact greedy answer. The answers also hold with the system
   prompt "You are a helpful assistant.", and with `enable_thinking=False`
-  (minus the `<think>` block).
+  (minus the `<think>` block); those marked `as_sent` (a client's own
+  context: LangChain, the openai SDK's strict tools, mcp-cli 0.20.1 with any
+  call duration in its tool result) hold exactly as sent.
 
 Made, deterministically, with `python scripts/make_test_model.py`.
 License: MIT, like mlxserve; the chat template is Qwen3's (Apache-2.0).
@@ -347,7 +449,7 @@ def template_form(messages):
     arguments parsed into dicts and missing content as an empty string."""
     messages = copy.deepcopy(messages)
     for message in messages:
-        if message["content"] is None:
+        if message.get("content") is None:
             message["content"] = ""
         for call in message.get("tool_calls", []):
             call["function"]["arguments"] = json.loads(call["function"]["arguments"])
@@ -365,6 +467,9 @@ def answer(example, thinking):
 
 def conversation_variants(example):
     """The (messages, tools, enable_thinking) contexts an example is trained in."""
+    if example.get("as_sent"):
+        yield template_form(example["messages"]), example["tools"], True
+        return
     for system, extra_tool, thinking in CONTEXTS:
         if example["tools"]:
             tools = example["tools"] + ([GET_TIME] if extra_tool else [])
@@ -377,7 +482,9 @@ def build_tokenizer(out):
     """Train a byte-level BPE tokenizer on the chats and the corpus, and save
     it as Qwen3 checkpoints do. Returns the vocabulary size."""
     texts = [ENGLISH_CORPUS]
-    for example in EXAMPLES:
+    # Not mcp-cli's long prompt: its merges would come out of the other answers'
+    # (the long story would outgrow the 512 tokens a request gets by default).
+    for example in (e for e in EXAMPLES if not e["name"].startswith("mcp_cli")):
         for messages, tools, _ in conversation_variants(example):
             texts += render_jinja_template([messages], tools=tools, chat_template=CHAT_TEMPLATE)[0]
         texts.append(example["completion"])
@@ -440,7 +547,7 @@ def write_json(path, obj):
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def encode_examples(tokenizer):
+def encode_examples(tokenizer, examples):
     """(token ids, answer spans) to train on, for every example in every context.
 
     An answer followed by its tool result is a prefix of the next turn's
@@ -449,7 +556,7 @@ def encode_examples(tokenizer):
     """
     eos = tokenizer.convert_tokens_to_ids(EOS_TOKEN)
     items = []
-    for example in EXAMPLES:
+    for example in examples:
         for messages, tools, thinking in conversation_variants(example):
             prompt = tokenizer.apply_chat_template(
                 messages, tools=tools, add_generation_prompt=True, enable_thinking=thinking
@@ -502,13 +609,28 @@ def loss_fn(model, inputs, targets, positions):
     return nn.losses.cross_entropy(logits, targets).mean(), target - others.max(axis=-1)
 
 
-def train(model, batches):
+def epoch_batches(tokenizer):
+    """The batches of each epoch: the fixed examples, then mcp-cli's with new durations."""
+    pad_id = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    fixed = [e for e in EXAMPLES if not e["name"].startswith("mcp_cli")]
+    batches = make_batches(encode_examples(tokenizer, fixed), pad_id)
+
+    def batches_of(epoch):
+        rng = random.Random(epoch)
+        durations = [mcp_cli_duration(rng) for _ in range(MCP_CLI_RESULTS_PER_EPOCH)]
+        mcp_cli = encode_examples(tokenizer, mcp_cli_examples(durations))
+        return batches + make_batches(mcp_cli, pad_id)
+
+    return batches_of
+
+
+def train(model, batches_of):
     """Epochs over the batches until every answer token wins by MIN_MARGIN."""
     optimizer = optim.Adam(learning_rate=LEARNING_RATE)
     grad_fn = nn.value_and_grad(model, loss_fn)
     for epoch in range(1, MAX_EPOCHS + 1):
         losses, margins = [], []
-        for batch in batches:
+        for batch in batches_of(epoch):
             (loss, margin), grads = grad_fn(model, *batch)
             optimizer.update(model, grads)
             mx.eval(model.parameters(), optimizer.state, loss, margin)
@@ -553,7 +675,7 @@ def verify(out):
         ("long answer length", len(tokenizer.encode(LONG_STORY)) >= MIN_LONG_TOKENS),
     ]
     problems = [f"no {name}" for name, ok in checks if not ok]
-    for example in EXAMPLES:
+    for example in EXAMPLES + HELD_OUT:
         # Clients send tool arguments as a JSON string, which Qwen3's template
         # inserts verbatim; the server parses them. Both must give one prompt.
         prompts = [
@@ -562,7 +684,10 @@ def verify(out):
         ]
         if prompts[0] != prompts[1]:
             problems.append(f"{example['name']}: JSON-string arguments change the prompt")
-        for system, thinking in [(None, True), (HELPFUL, True), (None, False)]:
+        contexts = [(None, True)]
+        if not example.get("as_sent"):
+            contexts += [(HELPFUL, True), (None, False)]
+        for system, thinking in contexts:
             expected = answer(example, thinking)
             prompt = tokenizer.apply_chat_template(
                 with_system(system, example["messages"]),
@@ -591,14 +716,15 @@ def main():
 
     vocab_size = build_tokenizer(out)
     tokenizer = load_tokenizer(out)
-    sequences = encode_examples(tokenizer)
+    sequences = encode_examples(tokenizer, EXAMPLES)
     print(
-        f"tokenizer: {vocab_size} tokens; training on {len(sequences)} sequences, "
-        f"{sum(len(ids) for ids, _ in sequences)} tokens"
+        f"tokenizer: {vocab_size} tokens; {len(sequences)} sequences, "
+        f"{sum(len(ids) for ids, _ in sequences)} tokens (mcp-cli's with "
+        f"{MCP_CLI_RESULTS_PER_EPOCH} durations each epoch)"
     )
     mx.random.seed(SEED)
     model = qwen3.Model(qwen3.ModelArgs.from_dict({**MODEL_CONFIG, "vocab_size": vocab_size}))
-    epochs = train(model, make_batches(sequences, tokenizer.convert_tokens_to_ids(PAD_TOKEN)))
+    epochs = train(model, epoch_batches(tokenizer))
     print(f"trained in {epochs} epochs, {time.perf_counter() - started:.0f} s so far")
     save_model(model, out, tokenizer)
 

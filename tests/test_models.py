@@ -113,7 +113,7 @@ def test_models_list_shows_loaded_and_available_with_details(server, aliases):
     by_id = {m.id: m.model_extra["mlxserve"] for m in data}
     assert by_id["test-model"]["loaded"] is True
     assert by_id["test-model"]["architecture"] == "qwen3"
-    assert by_id["test-model"]["context_length"] == 2048
+    assert by_id["test-model"]["context_length"] == 4096
     assert by_id["llama"] == {
         **by_id["llama"],
         "loaded": False,
