@@ -12,6 +12,7 @@ import uuid
 from typing import AsyncIterator, Optional
 
 from mlxserve import tracing
+from mlxserve.context import Dropped, dropped_fields
 from mlxserve.parsing import Event
 from mlxserve.protocols import anthropic_error_body, translated
 from mlxserve.schemas.anthropic import (
@@ -131,14 +132,24 @@ def _event(kind: str, **fields) -> tuple[str, dict]:
 
 
 async def _message_events(
-    events: AsyncIterator[Event], *, model: str, input_tokens: int, thinking: bool
+    events: AsyncIterator[Event],
+    *,
+    model: str,
+    input_tokens: int,
+    thinking: bool,
+    dropped: Optional[Dropped],
 ) -> AsyncIterator[tuple[str, dict]]:
-    """Anthropic's stream events, as ``(event type, data)``; errors propagate."""
+    """Anthropic's stream events, as ``(event type, data)``; errors propagate.
+
+    What the context window dropped is reported in the usage of ``message_start``
+    and of ``message_delta``.
+    """
+    report = dropped_fields(dropped)
     start = Message(
         id=new_message_id(),
         model=model,
         content=[],
-        usage=Usage(input_tokens=input_tokens, output_tokens=0),
+        usage=Usage(input_tokens=input_tokens, output_tokens=0, **report),
     )
     yield _event("message_start", message=start.model_dump())
     yield _event("ping")
@@ -178,21 +189,27 @@ async def _message_events(
             yield _event(
                 "message_delta",
                 delta={"stop_reason": reason, "stop_sequence": sequence},
-                usage={"output_tokens": e.delta.completion_tokens},
+                usage={"output_tokens": e.delta.completion_tokens, **report},
             )
             yield _event("message_stop")
 
 
 async def message_stream(
-    events: AsyncIterator[Event], *, model: str, input_tokens: int, thinking: bool = True
+    events: AsyncIterator[Event],
+    *,
+    model: str,
+    input_tokens: int,
+    thinking: bool = True,
+    dropped: Optional[Dropped] = None,
 ) -> AsyncIterator[dict]:
     """The streamed answer as server-sent events (``event`` and ``data``).
 
-    A failure after the stream has started arrives as an ``error`` event.
+    A failure after the stream has started (a queue timeout included) arrives
+    as an ``error`` event.
     """
     try:
         async for kind, data in _message_events(
-            events, model=model, input_tokens=input_tokens, thinking=thinking
+            events, model=model, input_tokens=input_tokens, thinking=thinking, dropped=dropped
         ):
             yield {"event": kind, "data": json.dumps(data, ensure_ascii=False)}
     except Exception as exc:
@@ -201,13 +218,18 @@ async def message_stream(
 
 
 async def message_fold(
-    events: AsyncIterator[Event], *, model: str, input_tokens: int, thinking: bool = True
+    events: AsyncIterator[Event],
+    *,
+    model: str,
+    input_tokens: int,
+    thinking: bool = True,
+    dropped: Optional[Dropped] = None,
 ) -> Message:
     """A non-streamed answer: the fold of the stream's events, as a client accumulates them."""
     message: dict = {}
     partial_json: dict[int, str] = {}
     async for kind, data in _message_events(
-        events, model=model, input_tokens=input_tokens, thinking=thinking
+        events, model=model, input_tokens=input_tokens, thinking=thinking, dropped=dropped
     ):
         if kind == "message_start":
             message = data["message"]

@@ -187,6 +187,18 @@ class Dropped:
     tokens: Optional[int]
 
 
+def dropped_fields(dropped: Optional[Dropped]) -> dict:
+    """The usage extension that reports ``dropped``, as every protocol names it.
+
+    Empty when nothing was dropped: the fields' absence means the whole
+    conversation was seen. The token count is left out when it is unknown.
+    """
+    if dropped is None:
+        return {}
+    fields = {"context_dropped_messages": dropped.messages, "context_dropped_tokens": dropped.tokens}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def window_chat(
     messages: Sequence[dict],
     *,

@@ -221,8 +221,8 @@ class GenerationSSE(EventSourceResponse):
 class GenerationNDJSON(StreamingResponse):
     """Newline-delimited JSON that always closes its generation, like :class:`GenerationSSE`."""
 
-    def __init__(self, lines: AsyncIterator[str], generation):
-        super().__init__(lines, media_type="application/x-ndjson")
+    def __init__(self, lines: AsyncIterator[str], generation, headers=None):
+        super().__init__(lines, media_type="application/x-ndjson", headers=headers)
         self.generation = generation
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,6 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import AsyncIterator, Callable, Literal, Optional
 
+from mlxserve.context import Dropped, dropped_fields
 from mlxserve.engine import Delta
 from mlxserve.errors import InvalidRequestError
 from mlxserve.model_card import ModelCard, parameter_size
@@ -179,6 +180,7 @@ def _chunk(
     *,
     done_reason: Optional[str] = None,
     timings: Optional[Timings] = None,
+    dropped: Optional[Dropped] = None,
 ) -> dict:
     common = dict(
         model=model,
@@ -186,6 +188,7 @@ def _chunk(
         done=done_reason is not None,
         done_reason=done_reason,
         **(timings.model_dump() if timings else {}),
+        **dropped_fields(dropped),
     )
     if shape == "generate":
         return GenerateResponse(response=content, thinking=thinking or None, **common).model_dump(
@@ -211,9 +214,20 @@ def load_response(shape: Shape, model: str) -> dict:
 
 
 async def _chunks(
-    events: AsyncIterator[Event], *, shape: Shape, model: str, timer: Timer, think: bool
+    events: AsyncIterator[Event],
+    *,
+    shape: Shape,
+    model: str,
+    timer: Timer,
+    think: bool,
+    dropped: Optional[Dropped],
 ) -> AsyncIterator[dict]:
-    """The answer's chunks, the last with ``done``, reason and timings; errors propagate."""
+    """The answer's chunks; errors propagate.
+
+    The last has ``done``, the reason, the timings and what the context window
+    dropped (``context_dropped_messages`` and ``context_dropped_tokens``, only
+    when it dropped something).
+    """
     first = None
     async for e in events:
         now = timer.clock()
@@ -225,15 +239,22 @@ async def _chunks(
         if e.finish_reason is not None:
             timings = timer.timings(first, max(now, first + 1), e.delta)
             reason = "length" if e.finish_reason == "length" else "stop"
-            yield _chunk(shape, model, done_reason=reason, timings=timings)
+            yield _chunk(shape, model, done_reason=reason, timings=timings, dropped=dropped)
 
 
 async def ndjson(
-    events: AsyncIterator[Event], *, shape: Shape, model: str, timer: Timer, think: bool = True
+    events: AsyncIterator[Event],
+    *,
+    shape: Shape,
+    model: str,
+    timer: Timer,
+    think: bool = True,
+    dropped: Optional[Dropped] = None,
 ) -> AsyncIterator[str]:
     """The streamed answer: one JSON object per line; a failure is an ``{"error"}`` line."""
+    chunks = _chunks(events, shape=shape, model=model, timer=timer, think=think, dropped=dropped)
     try:
-        async for chunk in _chunks(events, shape=shape, model=model, timer=timer, think=think):
+        async for chunk in chunks:
             yield json.dumps(chunk, ensure_ascii=False) + "\n"
     except Exception as exc:
         log.error("stream failed: %s", exc)
@@ -241,11 +262,18 @@ async def ndjson(
 
 
 async def fold(
-    events: AsyncIterator[Event], *, shape: Shape, model: str, timer: Timer, think: bool = True
+    events: AsyncIterator[Event],
+    *,
+    shape: Shape,
+    model: str,
+    timer: Timer,
+    think: bool = True,
+    dropped: Optional[Dropped] = None,
 ) -> dict:
     """The non-streamed answer: the stream's chunks merged into the last one."""
     content, thinking, calls, last = [], [], [], {}
-    async for chunk in _chunks(events, shape=shape, model=model, timer=timer, think=think):
+    chunks = _chunks(events, shape=shape, model=model, timer=timer, think=think, dropped=dropped)
+    async for chunk in chunks:
         part = chunk.get("message", chunk)
         content.append(part.get("content", part.get("response", "")))
         thinking.append(part.get("thinking", ""))

@@ -11,7 +11,7 @@ import uuid
 from typing import AsyncIterator, Callable, Optional
 
 from mlxserve import __version__, tracing
-from mlxserve.context import Dropped
+from mlxserve.context import Dropped, dropped_fields
 from mlxserve.engine import Delta, TokenLogprob
 from mlxserve.errors import InternalError, MLXServeError, error_body
 from mlxserve.parsing import Event
@@ -87,11 +87,7 @@ def usage_of(delta: Delta) -> Usage:
 
 def chat_usage(delta: Delta, dropped: Optional[Dropped]) -> Usage:
     """The usage of a chat answer, with what the context window dropped (when it dropped any)."""
-    usage = usage_of(delta)
-    if dropped is not None:
-        usage.context_dropped_messages = dropped.messages
-        usage.context_dropped_tokens = dropped.tokens
-    return usage
+    return usage_of(delta).model_copy(update=dropped_fields(dropped))
 
 
 def _wire_logprob(lp: TokenLogprob) -> WireTokenLogprob:

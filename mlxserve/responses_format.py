@@ -10,6 +10,7 @@ import logging
 import time
 from typing import AsyncIterator, Callable, Optional
 
+from mlxserve.context import Dropped, dropped_fields
 from mlxserve.errors import InternalError, MLXServeError
 from mlxserve.parsing import Event, ToolCall
 from mlxserve.responses_request import new_id
@@ -74,14 +75,21 @@ class ResponseBuilder:
         count_tokens: Tokens in a text (for ``reasoning_tokens``: counting the
             reasoning text itself does not depend on how the steps were batched).
         summary: Stream reasoning as summary text (``reasoning.summary`` was asked).
+        dropped: What the context window left out (reported in ``usage``).
     """
 
     def __init__(
-        self, response: Response, *, count_tokens: Callable[[str], int], summary: bool = False
+        self,
+        response: Response,
+        *,
+        count_tokens: Callable[[str], int],
+        summary: bool = False,
+        dropped: Optional[Dropped] = None,
     ):
         self.response = response
         self.count_tokens = count_tokens
         self.summary = summary
+        self.dropped = dropped
         self.sequence = 0
         self.current: Optional[OutputMessage | ReasoningOutput] = None
         self.pieces: list[str] = []  # the current item's text so far
@@ -283,6 +291,7 @@ class ResponseBuilder:
             output_tokens_details=OutputTokensDetails(
                 reasoning_tokens=self.count_tokens("".join(self.reasoning)) if self.reasoning else 0
             ),
+            **dropped_fields(self.dropped),
         )
         kind = "response.incomplete" if truncated else "response.completed"
         return out + [self._event(kind, response=self._snapshot())]

@@ -1,9 +1,13 @@
 """What the context window dropped, told to the client; --on-overflow error refuses instead."""
 
+import json
+
+import anthropic
+import ollama
 import openai
 import pytest
 
-from mlxserve.context import Dropped, window_chat
+from mlxserve.context import Dropped, dropped_fields, window_chat
 from mlxserve.errors import ContextLengthExceededError
 from tests.conftest import sse_events
 from tests.test_chat import prompt_len
@@ -29,6 +33,14 @@ def test_window_chat_reports_nothing_when_all_fits():
         CHAT, render=render_words, max_messages=0, context_tokens=100, completion_tokens=8
     )
     assert dropped is None
+
+
+def test_the_usage_extension_leaves_out_what_is_unknown():
+    assert dropped_fields(None) == {}
+    both = {"context_dropped_messages": 3, "context_dropped_tokens": 9}
+    assert dropped_fields(Dropped(3, 9)) == both
+    # The template rejected the whole conversation: its token count is unknown.
+    assert dropped_fields(Dropped(3, None)) == {"context_dropped_messages": 3}
 
 
 def test_on_overflow_error_refuses_instead_of_dropping():
@@ -124,3 +136,91 @@ def test_on_overflow_error_is_a_400_like_openai(make_server, engine, examples):
     # What fits is answered as usual.
     resp = server.openai().chat.completions.create(model="x", messages=question, max_tokens=40)
     assert resp.choices[0].message.content == examples["short"]["completion"]
+
+
+# Every protocol that windows the conversation reports it the same way: the header on every
+# answer, streamed or not, and the two fields in the protocol's own usage (Ollama: the last chunk).
+
+HEADER = "X-MLXServe-Context-Dropped"
+
+
+def _report(usage) -> tuple:
+    return usage["context_dropped_messages"], usage["context_dropped_tokens"]
+
+
+@pytest.fixture
+def windowed(make_server, engine, examples):
+    """A server whose token budget fits the short question with 40 tokens, not OLD too."""
+    question = examples["short"]["messages"]
+    server = make_server(max_context_tokens=_budget(engine, examples))
+    tokens = prompt_len(engine, OLD + question) - prompt_len(engine, question)
+    return server, OLD + question, (2, tokens)
+
+
+def test_anthropic_reports_dropped_messages(windowed, examples):
+    server, messages, expected = windowed
+    client = anthropic.Anthropic(base_url=server.url, api_key="sk-local", max_retries=0)
+    raw = client.messages.with_raw_response.create(model="m", max_tokens=40, messages=messages)
+    message = raw.parse()
+    assert raw.headers[HEADER] == "2"
+    assert message.content[0].text == examples["short"]["completion"]
+    assert _report(message.usage.model_dump()) == expected
+    with client.messages.stream(model="m", max_tokens=40, messages=messages) as stream:
+        assert stream.response.headers[HEADER] == "2"
+        final = stream.get_final_message()
+    assert _report(final.usage.model_dump()) == expected
+    # Without drops, Anthropic's usage is exactly Anthropic's.
+    alone = client.messages.create(model="m", max_tokens=40, messages=messages[-1:])
+    assert "context_dropped_messages" not in alone.usage.model_dump()
+
+
+def test_anthropic_stream_reports_in_message_start_and_message_delta(windowed):
+    server, messages, expected = windowed
+    body = {"model": "m", "max_tokens": 40, "messages": messages, "stream": True}
+    with server.http() as http, http.stream("POST", "/v1/messages", json=body) as r:
+        assert r.headers[HEADER] == "2"
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    start = next(e for e in events if e["type"] == "message_start")
+    delta = next(e for e in events if e["type"] == "message_delta")
+    assert _report(start["message"]["usage"]) == _report(delta["usage"]) == expected
+
+
+def test_responses_report_dropped_messages(windowed, examples):
+    server, messages, expected = windowed
+    client = server.openai()
+    raw = client.responses.with_raw_response.create(
+        model="m", input=messages, max_output_tokens=40
+    )
+    assert raw.headers[HEADER] == "2"
+    response = raw.parse()
+    assert response.output_text == examples["short"]["completion"]
+    assert _report(response.usage.model_dump()) == expected
+    stream = client.responses.create(model="m", input=messages, max_output_tokens=40, stream=True)
+    assert stream.response.headers[HEADER] == "2"
+    completed = [e for e in stream if e.type == "response.completed"]
+    assert _report(completed[0].response.usage.model_dump()) == expected
+    alone = client.responses.create(model="m", input=messages[-1:], max_output_tokens=40)
+    assert "context_dropped_messages" not in alone.usage.model_dump()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_ollama_reports_dropped_messages_on_the_last_chunk(windowed, examples, stream):
+    server, messages, expected = windowed
+    body = {"model": "m", "messages": messages, "stream": stream, "options": {"num_predict": 40}}
+    with server.http() as http, http.stream("POST", "/api/chat", json=body) as r:
+        assert r.headers[HEADER] == "2"
+        chunks = [json.loads(line) for line in r.iter_lines() if line]
+    assert _report(chunks[-1]) == expected
+    assert all("context_dropped_messages" not in c for c in chunks[:-1])
+    # The ollama client reads the answer as usual.
+    reply = ollama.Client(host=server.url).chat(
+        model="m", messages=messages, stream=False, options={"num_predict": 40}
+    )
+    assert reply.message.content == examples["short"]["completion"]
+
+
+def test_ollama_without_drops_has_no_report(server, examples):
+    body = {"model": "m", "messages": examples["short"]["messages"], "stream": False}
+    with server.http() as http:
+        r = http.post("/api/chat", json=body)
+    assert HEADER not in r.headers and "context_dropped_messages" not in r.json()

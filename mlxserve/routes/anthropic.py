@@ -5,14 +5,15 @@ Errors on these paths are rendered in Anthropic's shape by the app's handlers
 """
 
 import json
+from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sse_starlette import ServerSentEvent
 
 from mlxserve import anthropic_format
-from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
 from mlxserve.openapi import SSE, streamed
+from mlxserve.routes.answer import respond
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.schemas.anthropic import (
     CountTokensRequest,
@@ -23,8 +24,6 @@ from mlxserve.schemas.anthropic import (
 
 router = APIRouter()
 
-CLIENT_CLOSED = 499
-
 
 def _ping() -> ServerSentEvent:
     """Anthropic's keep-alive is a ``ping`` event, not an SSE comment."""
@@ -32,31 +31,26 @@ def _ping() -> ServerSentEvent:
 
 
 @router.post("/v1/messages", response_model=Message, responses=streamed(SSE))
-async def create_message(body: MessageCreateParams, request: Request, svc: ServiceDep):
+async def create_message(
+    body: MessageCreateParams, request: Request, response: Response, svc: ServiceDep
+):
     plan = await svc.plan_chat(anthropic_format.chat_request(body))
     shared = dict(
         model=plan.model,
         input_tokens=len(plan.request.prompt),
         thinking=anthropic_format.shows_thinking(body),
+        dropped=plan.dropped,
     )
-    try:
-        generation = await until_disconnect(request, svc.admit(plan))
-        if body.stream:
-            return GenerationSSE(
-                anthropic_format.message_stream(generation, **shared),
-                generation,
-                ping=svc.settings.keepalive_interval,
-                ping_message_factory=_ping,
-                shutdown_grace_period=svc.settings.drain_timeout,
-            )
-        try:
-            return await until_disconnect(
-                request, anthropic_format.message_fold(generation, **shared)
-            )
-        finally:
-            await generation.aclose()
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED)
+    return await respond(
+        request,
+        response,
+        svc,
+        plan,
+        stream=bool(body.stream),
+        to_stream=partial(anthropic_format.message_stream, **shared),
+        to_fold=partial(anthropic_format.message_fold, **shared),
+        ping_message=_ping,
+    )
 
 
 @router.post("/v1/messages/count_tokens", response_model=MessageTokensCount)

@@ -13,6 +13,7 @@ from mlxserve import ollama_format
 from mlxserve.errors import NotFoundError
 from mlxserve.http import ClientDisconnected, GenerationNDJSON, until_disconnect
 from mlxserve.model_card import read_model_card
+from mlxserve.routes.answer import CLIENT_CLOSED, dropped_headers
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.openapi import NDJSON, streamed
 from mlxserve.schemas.ollama import (
@@ -33,21 +34,32 @@ from mlxserve.schemas.ollama import (
 
 router = APIRouter()
 
-CLIENT_CLOSED = 499
-
 
 async def _answer(request: Request, svc, plan, as_events, *, body, shape, timer):
-    """Wait for a slot, then stream the answer as NDJSON or fold it into one object."""
-    shared = dict(shape=shape, model=plan.model, timer=timer, think=body.think is not False)
+    """Wait for a slot, then stream the answer as NDJSON or fold it into one object.
+
+    NDJSON has no comments to tell a queued client its place, so a stream waits
+    for its slot before the response starts, as a folded answer does: bounded by
+    the queue timeout (503) and leaving the queue when the client disconnects.
+    """
+    shared = dict(
+        shape=shape,
+        model=plan.model,
+        timer=timer,
+        think=body.think is not False,
+        dropped=plan.dropped,
+    )
+    headers = dropped_headers(plan)
     try:
         generation = await until_disconnect(request, svc.admit(plan))
         timer.admit()
         events = as_events(generation)
         if body.stream:
-            return GenerationNDJSON(ollama_format.ndjson(events, **shared), generation)
+            return GenerationNDJSON(ollama_format.ndjson(events, **shared), generation, headers)
         try:
             return JSONResponse(
-                await until_disconnect(request, ollama_format.fold(events, **shared))
+                await until_disconnect(request, ollama_format.fold(events, **shared)),
+                headers=headers,
             )
         finally:
             await generation.aclose()

@@ -8,9 +8,8 @@ from fastapi.responses import Response
 
 from mlxserve import embeddings, openai_format
 from mlxserve.errors import NotFoundError
-from mlxserve.http import ClientDisconnected, GenerationSSE, until_disconnect
 from mlxserve.openapi import SSE, streamed
-from mlxserve.queueing import queued_stream
+from mlxserve.routes.answer import respond
 from mlxserve.routes.deps import ServiceDep
 from mlxserve.schemas.openai import (
     ChatCompletion,
@@ -29,38 +28,6 @@ from mlxserve.schemas.openai import (
 
 router = APIRouter()
 
-CLIENT_CLOSED = 499  # nginx's "client closed request": only ever seen in logs
-CONTEXT_DROPPED_HEADER = "X-MLXServe-Context-Dropped"
-
-
-def dropped_headers(plan) -> dict[str, str]:
-    """The header that says how many messages the window left out, when it left any."""
-    return {CONTEXT_DROPPED_HEADER: str(plan.dropped.messages)} if plan.dropped else {}
-
-
-async def respond(request: Request, svc, plan, *, stream: bool, to_stream, to_fold, headers=None):
-    """Run ``plan``: stream it as SSE (queue comments while it waits) or fold it.
-
-    ``headers`` go on a stream's response; a folded answer's route sets its own.
-    """
-    if stream:
-        admission = svc.enter(plan)
-        return GenerationSSE(
-            queued_stream(admission, to_stream, svc.settings.keepalive_interval),
-            admission,
-            headers=headers,
-            ping=svc.settings.keepalive_interval,
-            shutdown_grace_period=svc.settings.drain_timeout,
-        )
-    try:
-        generation = await until_disconnect(request, svc.admit(plan))
-        try:
-            return await until_disconnect(request, to_fold(generation))
-        finally:
-            await generation.aclose()
-    except ClientDisconnected:
-        return Response(status_code=CLIENT_CLOSED)
-
 
 def _include_usage(body) -> bool:
     return bool(body.stream_options and body.stream_options.include_usage)
@@ -72,10 +39,9 @@ async def chat_completions(
 ):
     plan = await svc.plan_chat(body)
     logprobs = bool(body.logprobs)
-    headers = dropped_headers(plan)
-    response.headers.update(headers)
     return await respond(
         request,
+        response,
         svc,
         plan,
         stream=bool(body.stream),
@@ -89,12 +55,13 @@ async def chat_completions(
         to_fold=partial(
             openai_format.chat_fold, model=plan.model, logprobs=logprobs, dropped=plan.dropped
         ),
-        headers=headers,
     )
 
 
 @router.post("/v1/completions", response_model=Completion, responses=streamed(SSE))
-async def completions(body: CompletionRequest, request: Request, svc: ServiceDep):
+async def completions(
+    body: CompletionRequest, request: Request, response: Response, svc: ServiceDep
+):
     plan = await svc.plan_completion(body)
     shared = dict(
         model=plan.model,
@@ -103,6 +70,7 @@ async def completions(body: CompletionRequest, request: Request, svc: ServiceDep
     )
     return await respond(
         request,
+        response,
         svc,
         plan,
         stream=bool(body.stream),

@@ -11,8 +11,8 @@ from mlxserve.openapi import SSE, streamed
 from mlxserve.responses_format import ResponseBuilder
 from mlxserve.responses_request import chat_request, input_items, stored_items
 from mlxserve.responses_store import ResponseStore, input_item_page
+from mlxserve.routes.answer import respond
 from mlxserve.routes.deps import ServiceDep
-from mlxserve.routes.openai import dropped_headers, respond
 from mlxserve.schemas.responses import InputItemList, Response, ResponseDeleted, ResponsesRequest
 
 router = APIRouter()
@@ -42,6 +42,7 @@ async def create_response(
         responses_format.new_response(body, plan.model),
         count_tokens=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
         summary=bool(body.reasoning and body.reasoning.summary),
+        dropped=plan.dropped,
     )
     given = stored_items(body.items())
 
@@ -54,16 +55,14 @@ async def create_response(
         keep(done)
         return done
 
-    headers = dropped_headers(plan)
-    response.headers.update(headers)
     return await respond(
         request,
+        response,
         svc,
         plan,
         stream=bool(body.stream),
         to_stream=partial(responses_format.response_stream, builder=builder, on_done=keep),
         to_fold=fold,
-        headers=headers,
     )
 
 

@@ -8,7 +8,13 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from mlxserve.schemas.openai import MAX_STOP_SEQUENCES, TOOL_NAME_PATTERN, check_json_schema
+from mlxserve.schemas.openai import (
+    CONTEXT_DROPPED_FIELDS,
+    MAX_STOP_SEQUENCES,
+    TOOL_NAME_PATTERN,
+    OmitsUnset,
+    check_json_schema,
+)
 
 
 class _Request(BaseModel):
@@ -191,9 +197,15 @@ class ToolUseBlock(BaseModel):
 ContentBlock = Union[TextBlock, ThinkingBlock, ToolUseBlock]
 
 
-class Usage(BaseModel):
+class Usage(OmitsUnset):
     input_tokens: int
     output_tokens: int
+    context_dropped_messages: Optional[int] = None
+    """mlxserve extension: messages the context window left out (only when it left some out)."""
+    context_dropped_tokens: Optional[int] = None
+    """mlxserve extension: the prompt tokens those messages would have taken."""
+
+    omitted_when_none = CONTEXT_DROPPED_FIELDS
 
 
 class Message(BaseModel):

@@ -226,6 +226,11 @@ class _Chunk(BaseModel):
     prompt_eval_duration: Optional[int] = None
     eval_count: Optional[int] = None
     eval_duration: Optional[int] = None
+    context_dropped_messages: Optional[int] = None
+    """mlxserve extension, on the last chunk: messages the context window left out (only when it
+    left some out)."""
+    context_dropped_tokens: Optional[int] = None
+    """mlxserve extension, on the last chunk: the prompt tokens those messages would have taken."""
 
 
 class ChatResponse(_Chunk):

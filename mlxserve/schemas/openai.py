@@ -5,7 +5,7 @@ are ignored; invalid ones become 400 errors (see ``app.py``).
 """
 
 import json
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import (
     BaseModel,
@@ -358,7 +358,25 @@ class CompletionTokensDetails(BaseModel):
     """Draft tokens the model did not accept; acceptance rate = accepted / (accepted + rejected)."""
 
 
-class Usage(BaseModel):
+CONTEXT_DROPPED_FIELDS = ("context_dropped_messages", "context_dropped_tokens")
+"""mlxserve's usage extension: what the context window left out (see :mod:`mlxserve.context`)."""
+
+
+class OmitsUnset(BaseModel):
+    """A wire type whose extension fields stay out of its JSON while they are ``None``."""
+
+    omitted_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler) -> dict:
+        out = handler(self)
+        for key in self.omitted_when_none:
+            if out.get(key) is None:
+                out.pop(key, None)
+        return out
+
+
+class Usage(OmitsUnset):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
@@ -370,13 +388,7 @@ class Usage(BaseModel):
     context_dropped_tokens: Optional[int] = None
     """mlxserve extension: the prompt tokens those messages would have taken."""
 
-    @model_serializer(mode="wrap")
-    def _extensions_when_set(self, handler) -> dict:
-        out = handler(self)
-        for key in ("context_dropped_messages", "context_dropped_tokens", "completion_tokens_details"):
-            if out.get(key) is None:
-                out.pop(key, None)
-        return out
+    omitted_when_none = CONTEXT_DROPPED_FIELDS + ("completion_tokens_details",)
 
 
 class TopLogprob(BaseModel):

@@ -17,7 +17,13 @@ from pydantic import (
     model_validator,
 )
 
-from mlxserve.schemas.openai import TOOL_NAME_PATTERN, FunctionDefinition, JSONSchemaFormat
+from mlxserve.schemas.openai import (
+    CONTEXT_DROPPED_FIELDS,
+    TOOL_NAME_PATTERN,
+    FunctionDefinition,
+    JSONSchemaFormat,
+    OmitsUnset,
+)
 
 
 class _Request(BaseModel):
@@ -301,12 +307,18 @@ class OutputTokensDetails(BaseModel):
     reasoning_tokens: int = 0
 
 
-class ResponseUsage(BaseModel):
+class ResponseUsage(OmitsUnset):
     input_tokens: int
     input_tokens_details: InputTokensDetails = InputTokensDetails()
     output_tokens: int
     output_tokens_details: OutputTokensDetails = OutputTokensDetails()
     total_tokens: int
+    context_dropped_messages: Optional[int] = None
+    """mlxserve extension: messages the context window left out (only when it left some out)."""
+    context_dropped_tokens: Optional[int] = None
+    """mlxserve extension: the prompt tokens those messages would have taken."""
+
+    omitted_when_none = CONTEXT_DROPPED_FIELDS
 
 
 class IncompleteDetails(BaseModel):
