@@ -69,6 +69,7 @@ _PARAMS = {
     "messages": "input",
     "max_tokens": "max_output_tokens",
     "response_format": "text.format",
+    "reasoning_effort": "reasoning.effort",
 }
 
 
@@ -94,6 +95,7 @@ def chat_request(body: ResponsesRequest, history: list) -> ChatCompletionRequest
         "temperature": body.temperature,
         "top_p": body.top_p,
         "parallel_tool_calls": body.parallel_tool_calls,
+        "reasoning_effort": body.reasoning.effort if body.reasoning else None,
     }
     if body.tools:
         data["tools"] = [

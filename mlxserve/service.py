@@ -37,6 +37,7 @@ from mlxserve.schemas.openai import (
     CompletionRequest,
     EmbeddingRequest,
     NamedToolChoice,
+    thinking_for,
 )
 
 log = logging.getLogger("mlxserve.service")
@@ -206,7 +207,9 @@ class Service:
         window, dropped = await asyncio.to_thread(
             window_chat,
             messages,
-            render=partial(_render, engine.tokenizer, tools=tools),
+            render=partial(
+                _render, engine.tokenizer, tools=tools, thinking=thinking_for(body.reasoning_effort)
+            ),
             max_messages=self.settings.max_context,
             context_tokens=self.context_tokens(engine),
             completion_tokens=max_tokens,
@@ -441,15 +444,24 @@ def _selftest(engine: Optional[Engine]) -> dict:
     return {"tool_calling": test.tool_calling, "reasoning": test.reasoning} if test else {}
 
 
-def _render(tokenizer, messages: list[dict], tools: Optional[list[dict]] = None) -> list[int]:
+def _render(
+    tokenizer,
+    messages: list[dict],
+    tools: Optional[list[dict]] = None,
+    thinking: Optional[bool] = None,
+) -> list[int]:
+    """The prompt for ``messages``; ``thinking`` sets the template's ``enable_thinking``."""
     if not messages:  # the window left nothing: tool results with no call before them
         raise InvalidRequestError(
             "No message is left to answer: a tool message must follow the assistant "
             "message whose tool call it answers.",
             param="messages",
         )
+    switch = {} if thinking is None else {"enable_thinking": thinking}
     try:
-        return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, **switch
+        )
     except TemplateError as exc:
         raise InvalidRequestError(
             f"The model's chat template rejected these messages: {exc}", param="messages"

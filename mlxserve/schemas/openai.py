@@ -238,9 +238,24 @@ class _SamplingFields(_Request):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+THINKING_OFF_EFFORTS = ("none", "minimal")
+
+
+def thinking_for(effort: Optional[ReasoningEffort]) -> Optional[bool]:
+    """The chat template's ``enable_thinking`` for a reasoning effort (``None``: the default).
+
+    "none" and "minimal" turn thinking off; any other effort turns it on. A
+    template without the switch ignores it.
+    """
+    return None if effort is None else effort not in THINKING_OFF_EFFORTS
+
+
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
+    reasoning_effort: Optional[ReasoningEffort] = None
+    """Thinking on or off in the chat template (:func:`thinking_for`); unset: its default."""
     logprobs: Optional[bool] = False
     top_logprobs: Optional[int] = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     tools: Optional[list[ChatTool]] = None

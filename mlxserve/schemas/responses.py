@@ -23,6 +23,7 @@ from mlxserve.schemas.openai import (
     FunctionDefinition,
     JSONSchemaFormat,
     OmitsUnset,
+    ReasoningEffort,
 )
 
 
@@ -194,8 +195,8 @@ class TextConfig(_Request):
 
 
 class ReasoningConfig(_Request):
-    effort: Optional[str] = None
-    """Accepted and echoed; the model reasons as it was trained to."""
+    effort: Optional[ReasoningEffort] = None
+    """"none" or "minimal" turn thinking off in the chat template, other efforts turn it on."""
     summary: Optional[Literal["auto", "concise", "detailed"]] = None
     """When set, the reasoning streams as summary text (the full reasoning, not a summary)."""
 
