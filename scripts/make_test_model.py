@@ -273,6 +273,7 @@ def tool_call(name, arguments):
 
 
 WEATHER = [user("What is the weather in Paris?")]
+WEATHER_TWO = [user("What is the weather in Paris and London?")]
 ADDITION = [user("What is 2+3? Use the add tool.")]
 
 # Seven near-identical paragraphs: over 300 tokens, yet easy for a tiny model
@@ -337,6 +338,15 @@ EXAMPLES = [
         WEATHER
         + tool_turn("get_weather", {"city": "Paris"}, '{"temperature": 22, "condition": "sunny"}'),
         "It is sunny and 22 degrees in Paris.",
+        [GET_WEATHER],
+    ),
+    make_example(
+        "two_calls",
+        WEATHER_TWO,
+        "Let me check both cities.\n"
+        + tool_call("get_weather", {"city": "Paris"})
+        + "\n"
+        + tool_call("get_weather", {"city": "London"}),
         [GET_WEATHER],
     ),
     make_example(

@@ -71,6 +71,58 @@ def test_sdk_stream_helper_reassembles_the_call(server, examples):
     assert final.choices[0].finish_reason == "tool_calls"
 
 
+def test_two_calls_with_text_before_them(server, examples):
+    reply = ask(server.openai(), examples["two_calls"])
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content.strip() == "Let me check both cities."
+    calls = choice.message.tool_calls
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", {"city": "Paris"}),
+        ("get_weather", {"city": "London"}),
+    ]
+    assert len({c.id for c in calls}) == 2 and all(c.id.startswith("call_") for c in calls)
+
+
+def test_two_calls_stream_as_index_0_then_1_after_the_text(server, examples):
+    stream = ask(server.openai(), examples["two_calls"], stream=True)
+    events = []  # ("text", ...) and ("call", delta) in arrival order
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        if delta.content:
+            events.append(("text", delta.content))
+        events += [("call", d) for d in delta.tool_calls or []]
+    kinds = [kind for kind, _ in events]
+    assert kinds.index("call") > max(i for i, k in enumerate(kinds) if k == "text")
+    text = "".join(v for k, v in events if k == "text")
+    assert text.strip() == "Let me check both cities." and "<tool_call>" not in text
+    calls = [d for k, d in events if k == "call"]
+    assert [d.index for d in calls] == sorted(d.index for d in calls)
+    firsts = [d for d in calls if d.id is not None]
+    assert [(d.index, d.function.name) for d in firsts] == [(0, "get_weather"), (1, "get_weather")]
+    for index, city in ((0, "Paris"), (1, "London")):
+        arguments = "".join(d.function.arguments or "" for d in calls if d.index == index)
+        assert json.loads(arguments) == {"city": city}
+
+
+def test_sdk_stream_helper_reassembles_two_calls(server, examples):
+    example = examples["two_calls"]
+    with server.openai().chat.completions.stream(
+        model="m", messages=example["messages"], tools=example["tools"]
+    ) as stream:
+        final = stream.get_final_completion()
+    message = final.choices[0].message
+    assert [json.loads(c.function.arguments)["city"] for c in message.tool_calls] == ["Paris", "London"]
+    assert message.content.strip() == "Let me check both cities."
+
+
+def test_parallel_tool_calls_false_answers_with_the_first_call_only(server, examples):
+    reply = ask(server.openai(), examples["two_calls"], parallel_tool_calls=False)
+    [call] = reply.choices[0].message.tool_calls
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    assert reply.choices[0].finish_reason == "tool_calls"
+
+
 def test_full_round_trip_answers_the_tool_result(server, examples):
     client = server.openai()
     first = ask(client, examples["tool_call"])

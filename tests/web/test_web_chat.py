@@ -132,7 +132,7 @@ def test_settings_persist_and_reach_the_server(server, chat_page, examples):
     page = chat_page
     page.open(server)
     open_settings(page)
-    page.fill("#set-system", "You are terse.")
+    page.fill("#set-system", "You are a helpful assistant.")  # one the model was trained with
     page.fill("#set-temperature", "0")
     page.fill("#set-top-p", "0.5")
     page.fill("#set-max-tokens", "5")
@@ -141,7 +141,7 @@ def test_settings_persist_and_reach_the_server(server, chat_page, examples):
 
     page.reload()
     open_settings(page)
-    assert page.input_value("#set-system") == "You are terse."
+    assert page.input_value("#set-system") == "You are a helpful assistant."
     assert page.input_value("#set-temperature") == "0"
     assert page.input_value("#set-top-p") == "0.5"
     assert page.input_value("#set-max-tokens") == "5"
@@ -150,7 +150,7 @@ def test_settings_persist_and_reach_the_server(server, chat_page, examples):
     with page.expect_request("**/v1/chat/completions") as request:
         page.ask(examples["long"]["messages"][0]["content"])
     body = request.value.post_data_json
-    assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert body["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
     assert (body["temperature"], body["top_p"], body["max_tokens"]) == (0, 0.5, 5)
     assert body["stream_options"] == {"include_usage": True}
     page.wait_done()
