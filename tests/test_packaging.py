@@ -40,18 +40,13 @@ def test_formula_lists_every_runtime_dependency():
     assert set(match.group(1).split()) == wanted
 
 
-# What Homebrew's `service do` DSL writes into the plist (Library/Homebrew/service.rb).
-DSL_TO_PLIST = {
-    "keep_alive successful_exit: false": ("KeepAlive", {"SuccessfulExit": False}),
-    "process_type :interactive": ("ProcessType", "Interactive"),
-}
-
-
-def test_formula_service_behaves_like_our_launchd_agent():
+def test_formula_service_runs_serve_kept_alive_like_our_launchd_agent():
     service = re.search(r"service do\n(.*?)\n  end", FORMULA.read_text(), re.S).group(1)
     lines = {line.strip() for line in service.splitlines()}
-    assert 'run [opt_bin/"mlxserve", "serve"]' in lines
-    ours = plistlib.loads(render_plist(ServiceSpec(label="x", argv=("/bin/mlxserve", "serve"))))
-    for dsl, (key, value) in DSL_TO_PLIST.items():
+    for dsl in ('run [opt_bin/"mlxserve", "serve"]', "keep_alive true", 'working_dir var',
+                'log_path var/"log/mlxserve.log"', 'error_log_path var/"log/mlxserve.log"'):
         assert dsl in lines, f"the formula's service block lacks `{dsl}`"
-        assert ours[key] == value
+    # `process_type :interactive` is what Homebrew writes as ProcessType Interactive, as ours has.
+    ours = plistlib.loads(render_plist(ServiceSpec(label="x", argv=("/bin/mlxserve", "serve"))))
+    assert "process_type :interactive" in lines and ours["ProcessType"] == "Interactive"
+    assert ours["KeepAlive"]  # both keep the server running

@@ -54,9 +54,10 @@ class Mlxserve < Formula
   # `mlxserve service install` writes the same shape of plist under its own label.
   service do
     run [opt_bin/"mlxserve", "serve"]
-    # Restart after a crash, not after a clean exit (SIGTERM drains and exits 0), as the
-    # plist of `mlxserve service install` does: KeepAlive {SuccessfulExit: false}.
-    keep_alive successful_exit: false
+    # Homebrew's usual keep_alive: launchd restarts it after any exit. (The plist of
+    # `mlxserve service install` restarts it only after a crash: KeepAlive {SuccessfulExit:
+    # false}; `brew services stop` unloads the agent, so either stops it for good.)
+    keep_alive true
     working_dir var
     log_path var/"log/mlxserve.log"
     error_log_path var/"log/mlxserve.log"
