@@ -242,14 +242,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stream_completion(base_url: str, prompt: str, max_tokens: int) -> dict:
-    """POST a streamed greedy ``/v1/completions`` request and time its SSE chunks."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}}
+def read_stream(base_url: str, path: str, body: dict) -> tuple[float, float, float, dict, str]:
+    """POST ``body`` (a streamed request) to ``path``; returns the send time, the times of
+    the first and last chunks with text (or a finish reason), the usage and the text.
+
+    Reads completions (``text``) and chat completions (``delta.content``) alike.
+    """
     text, usage, t_first, t_last = [], {}, None, None
     with httpx.Client(timeout=READY_TIMEOUT) as client:
         t0 = time.perf_counter()
-        with client.stream("POST", f"{base_url}/v1/completions", json=body) as response:
+        with client.stream("POST", base_url + path, json=body) as response:
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:500]!r}")
             for line in response.iter_lines():
@@ -260,17 +262,25 @@ def stream_completion(base_url: str, prompt: str, max_tokens: int) -> dict:
                     raise RuntimeError(f"server error: {chunk['error']}")
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices", []):
-                    if choice.get("text"):
+                    piece = choice.get("text") or (choice.get("delta") or {}).get("content")
+                    if piece:
                         t_first = t_first or now
-                        text.append(choice["text"])
-                    if choice.get("text") or choice.get("finish_reason"):
+                        text.append(piece)
+                    if piece or choice.get("finish_reason"):
                         t_last = now
+    return t0, t_first, t_last, usage, "".join(text)
+
+
+def stream_completion(base_url: str, prompt: str, max_tokens: int) -> dict:
+    """POST a streamed greedy ``/v1/completions`` request and time its SSE chunks."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    t0, t_first, t_last, usage, text = read_stream(base_url, "/v1/completions", body)
     if t_first is None or not usage:
         raise RuntimeError(f"no text or no usage in the stream from {base_url}")
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
     return run_metrics(t0, t_first, t_last, usage["completion_tokens"],
-                       prompt_tokens=usage["prompt_tokens"], cached_tokens=cached,
-                       text="".join(text))
+                       prompt_tokens=usage["prompt_tokens"], cached_tokens=cached, text=text)
 
 
 def server_command(system: str, model: str, port: int, max_tokens: int,

@@ -25,46 +25,24 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
 import mlx.core as mx
 import mlx_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
     FILLER, RANDOM_MODELS, build_random_model, describe_model, device_info, make_prompt,
-    running_server,
+    read_stream, running_server,
 )
 
 import mlxserve  # noqa: E402
 from mlx_lm.utils import load_tokenizer  # noqa: E402
 from mlxserve.engine import resolve_model_path  # noqa: E402
 
-TIMEOUT = 600.0
-
 
 def stream(base_url: str, path: str, body: dict) -> dict:
     """POST a streamed greedy request; TTFT, decode tok/s, tokens, usage and text."""
     body = dict(body, stream=True, temperature=0.0, stream_options={"include_usage": True})
-    text, usage, t_first, t_last = [], {}, None, None
-    with httpx.Client(timeout=TIMEOUT) as client:
-        t0 = time.perf_counter()
-        with client.stream("POST", base_url + path, json=body) as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:500]!r}")
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                now, chunk = time.perf_counter(), json.loads(line[6:])
-                if "error" in chunk:
-                    raise RuntimeError(f"server error: {chunk['error']}")
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices", []):
-                    piece = choice.get("text") or (choice.get("delta") or {}).get("content")
-                    if piece:
-                        t_first = t_first or now
-                        text.append(piece)
-                    if piece or choice.get("finish_reason"):
-                        t_last = now
+    t0, t_first, t_last, usage, text = read_stream(base_url, path, body)
     t_first = t_first or t_last
     tokens = usage.get("completion_tokens", 0)
     return {
@@ -75,7 +53,7 @@ def stream(base_url: str, path: str, body: dict) -> dict:
         "prompt_tokens": usage.get("prompt_tokens"),
         "cached_tokens": (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
         "usage": usage,
-        "text": "".join(text),
+        "text": text,
     }
 
 
