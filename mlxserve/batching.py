@@ -12,10 +12,10 @@ the end, as in the single-stream path. Engine thread only.
 import time
 from typing import TYPE_CHECKING, Optional
 
-from mlx_lm.generate import BatchGenerator, TextStateMachine
+from mlx_lm.generate import BatchGenerator
 from mlx_lm.sample_utils import make_sampler
 
-from mlxserve.engine import Delta, GenerationRequest, request_processors
+from mlxserve.engine import Delta, GenerationRequest, StopStrings, request_processors
 
 if TYPE_CHECKING:
     from mlxserve.engine import Engine, _Job
@@ -28,9 +28,7 @@ class _Member:
         req = job.request
         self.job = job
         self.deadline = time.monotonic() + req.timeout if req.timeout else None
-        self.stops = TextStateMachine({"normal": [(s, None) for s in req.stop]}) if req.stop else None
-        self.stop_state = self.stops.make_state() if self.stops else None
-        self.stop_held = ""  # text the stop matcher holds back: it may start a stop string
+        self.stops = StopStrings(req.stop) if req.stop else None
         self.detokenizer = engine.tokenizer.detokenizer
         self.completion_tokens = 0
         self.cached_tokens = cached_tokens
@@ -103,7 +101,7 @@ class BatchRunner:
             if m.job.cancelled.is_set():
                 self._remove(uid)
             elif m.deadline is not None and now > m.deadline:
-                self._emit(m, self._flush(m), "length")
+                self._emit(m, m.stops.flush() if m.stops is not None else "", "length")
                 self._remove(uid)
         if not self.members:
             return
@@ -136,17 +134,7 @@ class BatchRunner:
         if req.top_logprobs is not None and reason != "stop":
             logprobs = (engine._logprob(r.token, r.logprobs, req.top_logprobs),)
         if m.stops is not None:
-            seen = m.stop_held + text
-            m.stop_state, text, state = TextStateMachine.step(m.stop_state, text)
-            m.stop_held = seen[len(text) :]
-            if state is None:
-                reason = "stop"
-                # The matcher emits everything before the match: the stop starts here.
-                stop_sequence = min(
-                    (s for s in req.stop if m.stop_held.startswith(s)), key=len, default=None
-                )
-            elif reason is not None:
-                text += self._flush(m)
+            text, reason, stop_sequence = m.stops.feed(text, reason)
         self._emit(m, text, reason, logprobs, stop_sequence)
         if r.finish_reason is not None:
             # The generator has already let it go, with its cache.
@@ -168,14 +156,6 @@ class BatchRunner:
             cached_tokens=m.cached_tokens,
         )
         self.engine._emit(m.job, delta)
-
-    @staticmethod
-    def _flush(m: _Member) -> str:
-        """Text held back as a possible stop string."""
-        if m.stop_state is None:
-            return ""
-        m.stop_state, held, _ = TextStateMachine.flush(m.stop_state)
-        return held
 
     def _remove(self, uid: int) -> None:
         """Take ``uid`` out of the batch and keep its KV cache."""

@@ -257,6 +257,34 @@ class Deltas:
         self._job.cancelled.set()
 
 
+class StopStrings:
+    """A request's stop strings, matched across token boundaries with mlx-lm's
+    ``TextStateMachine``: text that may start one is held back until it cannot."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = stops
+        self._state = TextStateMachine({"normal": [(s, None) for s in stops]}).make_state()
+        self._held = ""
+
+    def feed(self, text: str, reason: Optional[str]) -> tuple[str, Optional[str], Optional[str]]:
+        """The text to show now, the finish reason, and the stop string that ended the text."""
+        seen = self._held + text
+        self._state, text, state = TextStateMachine.step(self._state, text)
+        self._held = seen[len(text) :]
+        if state is None:
+            # The matcher emits everything before the match: the stop starts here.
+            stop = min((s for s in self.stops if self._held.startswith(s)), key=len, default=None)
+            return text, "stop", stop
+        if reason is not None:
+            text += self.flush()
+        return text, reason, None
+
+    def flush(self) -> str:
+        """The text held back, for a generation that ends without a stop string."""
+        self._state, held, _ = TextStateMachine.flush(self._state)
+        return held
+
+
 class _Run:
     """A job in progress on the engine thread."""
 
@@ -264,9 +292,7 @@ class _Run:
         req = job.request
         self.job = job
         self.deadline = time.monotonic() + req.timeout if req.timeout else None
-        self.stops = TextStateMachine({"normal": [(s, None) for s in req.stop]}) if req.stop else None
-        self.stop_state = self.stops.make_state() if self.stops else None
-        self.stop_held = ""  # text the stop matcher holds back: it may start a stop string
+        self.stops = StopStrings(req.stop) if req.stop else None
         self.completion_tokens = 0
         self.steps = 0
         self.generated: list[int] = []
@@ -619,20 +645,7 @@ class Engine:
             logprobs = (self._logprob(resp.token, resp.logprobs, run.job.request.top_logprobs),)
         text, reason, stop_sequence = resp.text, resp.finish_reason, None
         if run.stops is not None:
-            seen = run.stop_held + text
-            run.stop_state, text, state = TextStateMachine.step(run.stop_state, text)
-            run.stop_held = seen[len(text):]
-            if state is None:
-                reason = "stop"
-                # The matcher emits everything before the match: the stop starts here.
-                stop_sequence = min(
-                    (s for s in run.job.request.stop if run.stop_held.startswith(s)),
-                    key=len,
-                    default=None,
-                )
-            elif reason is not None:
-                run.stop_state, held, _ = TextStateMachine.flush(run.stop_state)
-                text += held
+            text, reason, stop_sequence = run.stops.feed(text, reason)
         self._emit(
             run.job,
             Delta(
@@ -659,9 +672,7 @@ class Engine:
             self._emit(run.job, error)
             return
         self._close(run)
-        held = ""
-        if run.stop_state is not None:
-            run.stop_state, held, _ = TextStateMachine.flush(run.stop_state)
+        held = run.stops.flush() if run.stops is not None else ""
         self._emit(
             run.job,
             Delta(
