@@ -200,33 +200,33 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
     raise ClientDisconnected()
 
 
-class GenerationSSE(EventSourceResponse):
-    """An SSE response that always closes its generation, whatever happens to the stream.
+class _ClosesGeneration:
+    """A streamed response that closes ``self.generation`` however the stream ends.
 
     sse-starlette may cancel the body iterator before it starts (client gone at
     once, shutdown); closing the generation here releases its gate slot anyway.
     """
 
+    generation: object
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.generation.aclose()
+
+
+class GenerationSSE(_ClosesGeneration, EventSourceResponse):
+    """Server-sent events that always close their generation."""
+
     def __init__(self, payloads: AsyncIterator[str], generation, **kwargs):
         super().__init__(payloads, sep="\n", **kwargs)
         self.generation = generation
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.generation.aclose()
 
-
-class GenerationNDJSON(StreamingResponse):
-    """Newline-delimited JSON that always closes its generation, like :class:`GenerationSSE`."""
+class GenerationNDJSON(_ClosesGeneration, StreamingResponse):
+    """Newline-delimited JSON that always closes its generation."""
 
     def __init__(self, lines: AsyncIterator[str], generation, headers=None):
         super().__init__(lines, media_type="application/x-ndjson", headers=headers)
         self.generation = generation
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.generation.aclose()
