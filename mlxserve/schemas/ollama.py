@@ -59,6 +59,12 @@ class ToolCall(_Request):
     function: ToolCallFunction
 
 
+def _refuse_images(value):
+    if value:
+        raise ValueError("Images are not supported by this server: send text only.")
+    return value
+
+
 class Message(_Request):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
@@ -66,12 +72,7 @@ class Message(_Request):
     tool_calls: Optional[list[ToolCall]] = None
     tool_name: Optional[str] = None
 
-    @field_validator("images")
-    @classmethod
-    def _no_images(cls, value):
-        if value:
-            raise ValueError("Images are not supported by this server: send text only.")
-        return value
+    _no_images = field_validator("images")(_refuse_images)
 
 
 class Tool(_Request):
@@ -128,12 +129,7 @@ class GenerateRequest(_GenerateFields):
             raise ValueError("suffix (fill-in-the-middle) is not supported by this server.")
         return value
 
-    @field_validator("images")
-    @classmethod
-    def _no_images(cls, value):
-        if value:
-            raise ValueError("Images are not supported by this server: send text only.")
-        return value
+    _no_images = field_validator("images")(_refuse_images)
 
 
 class EmbedRequest(_Request):
