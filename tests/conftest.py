@@ -49,6 +49,20 @@ def engine(model_dir):
     eng.stop()
 
 
+@pytest.fixture
+def held_engine(model_dir):
+    """A real engine, not yet shared, whose load waits for the returned event:
+    ``(engine, release)``. Stopped after the test."""
+    release = threading.Event()
+    eng = Engine(str(model_dir))
+    real_load = eng._load
+    eng._load = lambda: (release.wait(30), real_load())
+    yield eng, release
+    release.set()
+    eng.ready.wait(60)
+    eng.stop()
+
+
 class LiveServer:
     """A real uvicorn server on a free port, in a thread of the test process."""
 

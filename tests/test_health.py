@@ -1,6 +1,5 @@
 """/healthz while the model loads and once it is ready; API routes answer 503 meanwhile."""
 
-import threading
 
 import httpx
 
@@ -19,17 +18,9 @@ def test_health_when_ready(server):
         assert body["uptime_seconds"] >= 0 and body["version"]
 
 
-def test_loading_then_ready(make_server, model_dir, examples):
+def test_loading_then_ready(make_server, held_engine, examples):
     """A real engine held before its load: 503 loading, then it serves."""
-    release = threading.Event()
-    engine = Engine(str(model_dir))
-    real_load = engine._load
-
-    def held_load():
-        release.wait(30)
-        real_load()
-
-    engine._load = held_load
+    engine, release = held_engine
     server = make_server(engine_=engine)
     try:
         r = httpx.get(server.url + "/healthz")
@@ -45,7 +36,6 @@ def test_loading_then_ready(make_server, model_dir, examples):
     assert httpx.get(server.url + "/healthz").json()["status"] == "ok"
     r = httpx.post(server.url + "/v1/chat/completions", json={"messages": examples["short"]["messages"]}, timeout=30)
     assert r.json()["choices"][0]["message"]["content"] == examples["short"]["completion"]
-    engine.stop()
 
 
 def test_failed_load_is_reported(make_server, tmp_path):

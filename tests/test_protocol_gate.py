@@ -49,16 +49,8 @@ def test_queue_full_is_429_on_both(make_server, examples):
     server.wait_idle()
 
 
-def test_loading_is_503_on_both(make_server, model_dir, examples):
-    release = threading.Event()
-    engine = Engine(str(model_dir))
-    real_load = engine._load
-
-    def held_load():
-        release.wait(30)
-        real_load()
-
-    engine._load = held_load
+def test_loading_is_503_on_both(make_server, held_engine, examples):
+    engine, release = held_engine
     server = make_server(engine_=engine)
     try:
         with pytest.raises(anthropic.APIStatusError) as info:
@@ -75,7 +67,6 @@ def test_loading_is_503_on_both(make_server, model_dir, examples):
     finally:
         release.set()
     assert engine.ready.wait(60) and engine.state == "ready"
-    engine.stop()
 
 
 def test_context_length_exceeded_is_400_on_both(make_server, examples):

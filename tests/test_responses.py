@@ -417,13 +417,8 @@ def test_disconnect_mid_stream_frees_the_slot(make_server, engine, examples):
     assert r.output_text == examples["short"]["completion"]
 
 
-def test_loading_model_is_503(make_server, model_dir):
-    from mlxserve.engine import Engine
-
-    release = threading.Event()
-    engine = Engine(str(model_dir))
-    real_load = engine._load
-    engine._load = lambda: (release.wait(30), real_load())
+def test_loading_model_is_503(make_server, held_engine):
+    engine, release = held_engine
     server = make_server(engine_=engine)
     try:
         with server.http() as http:
@@ -434,7 +429,6 @@ def test_loading_model_is_503(make_server, model_dir):
     finally:
         release.set()
         assert engine.ready.wait(60)
-        engine.stop()
 
 
 def test_failure_mid_stream_is_an_error_event_then_failed(make_server, model_dir, examples):
