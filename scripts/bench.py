@@ -480,12 +480,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def model_to_run(args: argparse.Namespace) -> tuple[str, Path]:
+    """The model's name in reports and its folder: ``--random-model`` (built once) or ``--model``."""
+    if args.random_model:
+        return f"random:{args.random_model}", build_random_model(args.random_model)
+    return args.model, resolve_model_path(args.model)
+
+
 def main() -> int:
     args = parse_args()
-    if args.random_model:
-        ref, path = f"random:{args.random_model}", build_random_model(args.random_model)
-    else:
-        ref, path = args.model, resolve_model_path(args.model)
+    ref, path = model_to_run(args)
     prompt = make_prompt(load_tokenizer(path), args.prompt_tokens)
     log_dir = Path(tempfile.mkdtemp(prefix="mlxserve-bench-"))
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

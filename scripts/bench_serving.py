@@ -30,8 +30,8 @@ import mlx_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
-    FILLER, RANDOM_MODELS, build_random_model, describe_model, device_info, make_prompt,
-    read_stream, running_server,
+    FILLER, RANDOM_MODELS, describe_model, device_info, make_prompt,
+    model_to_run, read_stream, running_server,
 )
 
 import mlxserve  # noqa: E402
@@ -300,10 +300,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if args.random_model:
-        ref, path = f"random:{args.random_model}", build_random_model(args.random_model)
-    else:
-        ref, path = args.model, resolve_model_path(args.model)
+    ref, path = model_to_run(args)
     log_dir = Path(tempfile.mkdtemp(prefix="mlxserve-bench-"))
     results = SCENARIOS[args.scenario](args, str(path), log_dir)
     report = {
