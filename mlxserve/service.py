@@ -31,6 +31,7 @@ from mlxserve.gate import Gate
 from mlxserve.memory import check_fits, limit_bytes
 from mlxserve.registry import LOADING_RETRY_AFTER, ModelRegistry
 from mlxserve.parsing import AnswerParser, Event, initial_state
+from mlxserve.prompt_tokens import PromptTokens
 from mlxserve.queueing import Admission
 from mlxserve.schemas.openai import (
     ChatCompletionRequest,
@@ -156,7 +157,8 @@ class Service:
         self.reserved_memory = 0
         """Memory estimates of the generations running now."""
         self.started = time.time()
-        self._grammars: "weakref.WeakKeyDictionary[Engine, Grammars]" = weakref.WeakKeyDictionary()
+        self._tokenizer_helpers: "weakref.WeakKeyDictionary[Engine, dict]" = weakref.WeakKeyDictionary()
+        """Per model: its compiled grammars and its prompt tokenizer (made on first use)."""
 
     @property
     def model_name(self) -> str:
@@ -208,7 +210,11 @@ class Service:
             window_chat,
             messages,
             render=partial(
-                _render, engine.tokenizer, tools=tools, thinking=thinking_for(body.reasoning_effort)
+                _render,
+                engine.tokenizer,
+                self.prompt_tokens(engine),
+                tools=tools,
+                thinking=thinking_for(body.reasoning_effort),
             ),
             max_messages=self.settings.max_context,
             context_tokens=self.context_tokens(engine),
@@ -224,7 +230,7 @@ class Service:
         )
         top = (body.top_logprobs or 0) if body.logprobs else None
         request = self._request(engine, body, window.prompt_tokens, max_tokens, top)
-        constraint = await asyncio.to_thread(self._constraint, engine, body, request.prompt)
+        constraint = await self._constraint(engine, body, request.prompt)
         if constraint is not None:
             request = replace(request, logits_processors=(constraint,))
         parser = AnswerParser(
@@ -357,16 +363,23 @@ class Service:
         return model_id, vectors, sum(len(t) for t in inputs)
 
     def grammars(self, engine: Engine) -> Grammars:
-        grammars = self._grammars.get(engine)
-        if grammars is None:
-            grammars = self._grammars[engine] = Grammars(engine.tokenizer)
-        return grammars
+        return self._helper(engine, Grammars)
 
-    def _constraint(self, engine: Engine, body: ChatCompletionRequest, prompt: list[int]):
+    def prompt_tokens(self, engine: Engine) -> PromptTokens:
+        return self._helper(engine, PromptTokens)
+
+    def _helper(self, engine: Engine, kind: type):
+        """``engine``'s ``kind(engine.tokenizer)``, made once."""
+        helpers = self._tokenizer_helpers.setdefault(engine, {})
+        if kind not in helpers:
+            helpers[kind] = kind(engine.tokenizer)
+        return helpers[kind]
+
+    async def _constraint(self, engine: Engine, body: ChatCompletionRequest, prompt: list[int]):
         """The grammar a chat answer must follow: a forced tool call or JSON, else ``None``.
 
-        A prompt that opened a think block gets it closed first, so the
-        constrained part is the answer, not the reasoning.
+        Grammars are compiled in a worker thread; most requests need none and
+        skip that hop.
         """
         choice, fmt = body.tool_choice, body.response_format
         if choice == "required":
@@ -377,6 +390,14 @@ class Service:
             forced = None
         if forced is None and (fmt is None or fmt.type == "text"):
             return None
+        return await asyncio.to_thread(self._grammar, engine, forced, fmt, prompt)
+
+    def _grammar(self, engine: Engine, forced: Optional[list], fmt, prompt: list[int]):
+        """The grammar of a forced tool call (``forced``: the tools) or of ``fmt``'s JSON.
+
+        A prompt that opened a think block gets it closed first, so the
+        constrained part is the answer, not the reasoning.
+        """
         tokenizer = engine.tokenizer
         prefix = ""
         if initial_state(tokenizer, prompt) == "reasoning":
@@ -446,11 +467,16 @@ def _selftest(engine: Optional[Engine]) -> dict:
 
 def _render(
     tokenizer,
+    prompt_tokens: PromptTokens,
     messages: list[dict],
     tools: Optional[list[dict]] = None,
     thinking: Optional[bool] = None,
 ) -> list[int]:
-    """The prompt for ``messages``; ``thinking`` sets the template's ``enable_thinking``."""
+    """The prompt for ``messages``; ``thinking`` sets the template's ``enable_thinking``.
+
+    The template's text is tokenized as ``apply_chat_template`` would, reusing
+    the tokens of an earlier prompt that starts the same (a chat's previous turn).
+    """
     if not messages:  # the window left nothing: tool results with no call before them
         raise InvalidRequestError(
             "No message is left to answer: a tool message must follow the assistant "
@@ -459,13 +485,14 @@ def _render(
         )
     switch = {} if thinking is None else {"enable_thinking": thinking}
     try:
-        return tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, **switch
+        text = tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=False, **switch
         )
     except TemplateError as exc:
         raise InvalidRequestError(
             f"The model's chat template rejected these messages: {exc}", param="messages"
         ) from None
+    return prompt_tokens.encode(text)
 
 
 def _embedding_tokens(engine: Engine, items: list, limit: int) -> list[list[int]]:

@@ -2,9 +2,10 @@
 asked for, and closing its deltas, read or not, stops it."""
 
 import asyncio
+import threading
 import time
 
-from mlxserve.engine import GenerationRequest
+from mlxserve.engine import HAND_OVER_SECONDS, Engine, GenerationRequest, _Job
 
 
 def _story(engine, examples) -> GenerationRequest:
@@ -50,3 +51,28 @@ def test_deltas_read_after_a_delay_hold_the_whole_answer(engine, examples):
     assert "".join(d.text for d in parts) == examples["long"]["completion"]
     assert parts[-1].finish_reason == "stop"
     assert len(parts) == 1  # everything that piled up came out merged
+
+
+def test_the_first_token_waits_until_the_event_loop_has_it():
+    """So that the loop writes it before the engine thread takes the GIL for the next step."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        job = _Job(GenerationRequest(prompt=[1], max_tokens=2), loop, asyncio.Queue())
+        Engine._hand_over(job, "first")
+        assert job.results.qsize() == 1
+        # A busy event loop holds the engine up only briefly; the token arrives later.
+        loop.call_soon_threadsafe(time.sleep, 0.3)
+        t0 = time.monotonic()
+        Engine._hand_over(job, "second")
+        assert time.monotonic() - t0 < HAND_OVER_SECONDS + 0.1
+        assert job.results.qsize() == 1
+        deadline = time.monotonic() + 5
+        while job.results.qsize() < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
