@@ -74,8 +74,9 @@ RANDOM_MODELS = {  # name: (config, bits of weight quantization or None)
         rope_theta=10000.0, max_position_embeddings=4096,
     ), None),
 }
-# A Llama-3-style chat template in plain text (the random tokenizers have no special tokens
-# but BOS and EOS), so that chat routes work on random models.
+# A Llama-3-style chat template whose role markers are special tokens, as in real chat
+# models' tokenizers, so that chat routes work on random models.
+ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>", "<|tool|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -90,7 +91,8 @@ FILLER = (  # context put before the request to reach --prompt-tokens
 
 
 def build_tokenizer(vocab_size: int, out_dir: Path) -> None:
-    """Save a byte-level BPE tokenizer with exactly ``vocab_size`` ids, BOS and EOS last.
+    """Save a byte-level BPE tokenizer with exactly ``vocab_size`` ids: the role markers
+    (special tokens), then BOS and EOS, last.
 
     The merges are synthetic (every pair of characters, then pair + character)
     over printable ASCII, space, tab and newline only, so no training data is
@@ -108,14 +110,14 @@ def build_tokenizer(vocab_size: int, out_dir: Path) -> None:
     pairs = itertools.product(alphabet, alphabet)
     triples = ((a + b, c) for a, b, c in itertools.product(alphabet, repeat=3))
     for left, right in itertools.chain(pairs, triples):
-        if len(vocab) == vocab_size - 2:
+        if len(vocab) == vocab_size - 2 - len(ROLE_TOKENS):
             break
         vocab[left + right] = len(vocab)
         merges.append((left, right))
     tok = Tokenizer(models.BPE(vocab, merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([BOS, EOS])
+    tok.add_special_tokens(ROLE_TOKENS + [BOS, EOS])
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", special_tokens=[(BOS, vocab_size - 2)]
     )
@@ -130,7 +132,7 @@ def build_random_model(name: str) -> Path:
 
     config, bits = RANDOM_MODELS[name]
     digest = hashlib.sha256(
-        json.dumps([config, bits, CHAT_TEMPLATE], sort_keys=True).encode()).hexdigest()
+        json.dumps([config, bits, CHAT_TEMPLATE, ROLE_TOKENS], sort_keys=True).encode()).hexdigest()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     path = cache / "mlxserve-bench" / f"random-{name}-{digest[:8]}"
     if path.exists():
