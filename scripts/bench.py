@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -244,13 +245,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def read_stream(base_url: str, path: str, body: dict) -> tuple[float, float, float, dict, str]:
-    """POST ``body`` (a streamed request) to ``path``; returns the send time, the times of
-    the first and last chunks with text (or a finish reason), the usage and the text.
+@dataclass
+class Stream:
+    """What a streamed request returned, with perf_counter times."""
+
+    t0: float
+    """When the request was sent."""
+    t_first: float | None
+    """The first chunk with text."""
+    t_last: float | None
+    """The last chunk with text or a finish reason."""
+    t_token: float | None
+    """The first chunk with a token: text, or logprobs of a token whose text is held back."""
+    usage: dict
+    text: str
+
+
+def read_stream(base_url: str, path: str, body: dict) -> Stream:
+    """POST ``body`` (a streamed request) to ``path`` and time its chunks.
 
     Reads completions (``text``) and chat completions (``delta.content``) alike.
     """
-    text, usage, t_first, t_last = [], {}, None, None
+    text, usage, t_first, t_last, t_token = [], {}, None, None, None
     with httpx.Client(timeout=READY_TIMEOUT) as client:
         t0 = time.perf_counter()
         with client.stream("POST", base_url + path, json=body) as response:
@@ -268,21 +284,23 @@ def read_stream(base_url: str, path: str, body: dict) -> tuple[float, float, flo
                     if piece:
                         t_first = t_first or now
                         text.append(piece)
+                    if piece or (choice.get("logprobs") or {}).get("content"):
+                        t_token = t_token or now
                     if piece or choice.get("finish_reason"):
                         t_last = now
-    return t0, t_first, t_last, usage, "".join(text)
+    return Stream(t0, t_first, t_last, t_token, usage, "".join(text))
 
 
 def stream_completion(base_url: str, prompt: str, max_tokens: int) -> dict:
     """POST a streamed greedy ``/v1/completions`` request and time its SSE chunks."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
             "stream_options": {"include_usage": True}}
-    t0, t_first, t_last, usage, text = read_stream(base_url, "/v1/completions", body)
-    if t_first is None or not usage:
+    s = read_stream(base_url, "/v1/completions", body)
+    if s.t_first is None or not s.usage:
         raise RuntimeError(f"no text or no usage in the stream from {base_url}")
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-    return run_metrics(t0, t_first, t_last, usage["completion_tokens"],
-                       prompt_tokens=usage["prompt_tokens"], cached_tokens=cached, text=text)
+    cached = (s.usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+    return run_metrics(s.t0, s.t_first, s.t_last, s.usage["completion_tokens"],
+                       prompt_tokens=s.usage["prompt_tokens"], cached_tokens=cached, text=s.text)
 
 
 def server_command(system: str, model: str, port: int, max_tokens: int,
