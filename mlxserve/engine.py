@@ -25,6 +25,7 @@ from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.utils import load
 
 from mlxserve.errors import GenerationError, ServiceUnavailableError
+from mlxserve.kv_cache import dequantizing, quantized_attention_runs
 from mlxserve.memory import InsufficientMemoryError, ModelShape, device_limit, is_out_of_memory
 from mlxserve.prompt_cache import PromptCache
 
@@ -384,6 +385,9 @@ class Engine:
         self.model = None
         self.tokenizer = None
         self.draft_model = None
+        self.dequantized_attention = False
+        """Whether the quantized KV cache (``kv_bits``) is read back at full precision for
+        attention, because this backend cannot attend over it quantized."""
         self.model_path: Optional[Path] = None
         self.context_length = FALLBACK_CONTEXT_LENGTH
         self.vocab_size = 0
@@ -471,6 +475,8 @@ class Engine:
             if self.options.max_kv_size:
                 raise ValueError("a draft model needs a full KV cache: leave out max_kv_size")
             self.draft_model, _ = load(str(resolve_model_path(self.options.draft_model)))
+        if self.options.kv_bits is not None:
+            self._choose_kv_attention(self.options.kv_bits)
         # Imported here: the self-test parses with parsing.py, which imports this module.
         from mlxserve.selftest import run_selftest
 
@@ -485,6 +491,20 @@ class Engine:
             t0 = time.perf_counter()
             self._warm_up()
             log.info("warm-up done in %.1fs", time.perf_counter() - t0)
+
+    def _choose_kv_attention(self, bits: int) -> None:
+        """Attend over the ``bits``-bit KV cache as mlx-lm does where this backend can;
+        elsewhere keep it quantized and attend over a full-precision copy."""
+        for model in filter(None, (self.model, self.draft_model)):
+            if not quantized_attention_runs(model, bits):
+                self.dequantized_attention = True
+        if self.dequantized_attention:
+            log.warning(
+                "this backend has no attention over a %d-bit KV cache: it is kept at %d bits "
+                "and read back at full precision, one layer at a time, for attention",
+                bits,
+                bits,
+            )
 
     def _warm_up(self) -> None:
         """Run once what serving runs, so that the first request is as fast as the tenth.
@@ -739,12 +759,14 @@ class Engine:
         cache = make_prompt_cache(self.model, max_kv_size=self.options.max_kv_size)
         if self.draft_model is not None:
             cache += make_prompt_cache(self.draft_model)
+        if self.dequantized_attention:
+            cache = dequantizing(cache, self.options.kv_bits)
         return cache
 
     def generation_kwargs(self) -> dict:
         """``stream_generate`` options every generation shares."""
         kwargs = {}
-        if self.options.kv_bits is not None:
+        if self.options.kv_bits is not None and not self.dequantized_attention:
             # Quantize from the first token: the option is for memory-bound machines.
             kwargs.update(kv_bits=self.options.kv_bits, quantized_kv_start=0)
         if self.draft_model is not None:

@@ -98,3 +98,50 @@ def test_kv_bits_must_be_a_width_mlx_quantizes_to():
     assert Settings(kv_bits=8).kv_bits == 8
     with pytest.raises(ValidationError, match="kv_bits must be one of 2, 3, 4, 5, 6, 8"):
         Settings(kv_bits=7)
+
+
+def test_dequantizing_cache_attends_as_mlx_lm_does_over_the_quantized_cache(wide_heads_model):
+    """The fallback for backends without quantized attention: same cache, same answer."""
+    from mlx_lm.models.cache import make_prompt_cache
+    from mlx_lm.utils import load
+
+    from mlxserve.kv_cache import dequantizing
+
+    model, _ = load(str(wide_heads_model))
+    prompt = mx.arange(40)[None] % 50 + 3
+    quantized = [c.to_quantized(group_size=64, bits=4) for c in make_prompt_cache(model)]
+    fallback = dequantizing(make_prompt_cache(model), bits=4)
+    for cache in (quantized, fallback):
+        model(prompt, cache=cache)
+    step_q = model(prompt[:, :1], cache=quantized)
+    step_f = model(prompt[:, :1], cache=fallback)
+    assert mx.allclose(step_q, step_f, atol=2e-2, rtol=2e-2).item()
+    assert mx.argmax(step_q[0, -1]).item() == mx.argmax(step_f[0, -1]).item()
+    assert sum(c.nbytes for c in fallback) == sum(c.nbytes for c in quantized)
+    assert fallback[0].offset == 41
+
+
+def test_kv_bits_on_a_backend_without_quantized_attention(
+    monkeypatch, make_server, engines, wide_heads_model, examples
+):
+    """As on MLX 0.32's CUDA backend: the cache stays 4-bit, attention runs on a copy."""
+    import mlx_lm.models.base as base
+
+    def no_kernel(*args, **kwargs):
+        raise RuntimeError("[quantized_matmul] No implementation for problem shape: 1x64x64x32")
+
+    story(make_server, engines["wide"], examples, max_tokens=100)  # full precision, to compare
+    monkeypatch.setattr(base, "quantized_scaled_dot_product_attention", no_kernel)
+    eng = Engine(str(wide_heads_model), options=EngineOptions(kv_bits=4))
+    eng.start()
+    try:
+        assert eng.ready.wait(300) and eng.state == "ready", eng.error
+        assert eng.dequantized_attention
+        answer = story(make_server, eng, examples, max_tokens=100)
+        assert answer.usage.completion_tokens == 100
+        assert 0 < eng.prompt_cache.nbytes < engines["wide"].prompt_cache.nbytes / 2
+        again = story(make_server, eng, examples, max_tokens=5)
+        assert again.usage.prompt_tokens_details.cached_tokens > 0
+    finally:
+        eng.stop()
+    assert not engines["kv4"].dequantized_attention  # this backend attends quantized
