@@ -7,7 +7,8 @@ from fastapi import Depends, Request
 from mlxserve.service import Service
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    """The app's service (async: FastAPI would run a plain function in a worker thread)."""
     return request.app.state.service
 
 
