@@ -144,3 +144,18 @@ def test_the_chat_route_reuses_the_previous_turns_tokens(server, engine, tokeniz
         expected = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         assert r.json()["usage"]["prompt_tokens"] == len(expected)
     assert server.service.prompt_tokens(engine).reused_chars > 0
+
+
+def test_short_prompts_are_tokenized_on_the_event_loop_long_ones_in_a_worker():
+    import asyncio
+    import threading
+
+    from mlxserve.service import INLINE_CHARS, off_loop
+
+    async def scenario():
+        loop_thread = threading.get_ident()
+        short = await off_loop(INLINE_CHARS, threading.get_ident)
+        long = await off_loop(INLINE_CHARS + 1, threading.get_ident)
+        return short == loop_thread, long == loop_thread
+
+    assert asyncio.run(scenario()) == (True, False)
