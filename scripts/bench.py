@@ -45,6 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 import httpx  # noqa: E402
 import mlx.core as mx  # noqa: E402
 import mlx_lm  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
 from mlx_lm.utils import (  # noqa: E402
     get_total_parameters, load_model, load_tokenizer, quantize_model, save_config, save_model,
 )
@@ -68,6 +69,12 @@ RANDOM_MODELS = {  # name: (config, bits of weight quantization or None)
         rope_scaling={"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                       "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     ), 4),
+    # Deeper, for speculative decoding on a CPU (--agreeing-draft: 1 layer drafting for 12).
+    "small": (dict(
+        LLAMA, hidden_size=512, num_hidden_layers=12, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=64, intermediate_size=1536, vocab_size=8192,
+        rope_theta=10000.0, max_position_embeddings=4096,
+    ), None),
     # A CPU smoke test; bfloat16 because MLX's CPU quantized matmuls are slow.
     "tiny": (dict(
         LLAMA, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
@@ -154,6 +161,50 @@ def build_random_model(name: str) -> Path:
     save_config(config, tmp / "config.json")
     tmp.rename(path)  # only a complete build gets the final name
     return path
+
+
+def build_agreeing_pair(name: str) -> tuple[Path, Path]:
+    """A random model of shape ``name`` and a one-layer draft that predicts it exactly.
+
+    Every layer of the model after the first adds nothing to the residual stream
+    (its attention output and MLP down projections are zero, yet still computed),
+    so its logits are those of its first layer alone, which is the draft: the
+    embeddings, the first layer and the final norm. The draft's tokens are always
+    accepted: the best case for speculative decoding, which shows the most the
+    mechanism gains at the model's own cost per token.
+    """
+    source = build_random_model(name)
+    target = source.with_name(source.name + "-agreeing")
+    draft = source.with_name(source.name + "-agreeing-draft")
+    if target.exists() and draft.exists():
+        return target, draft
+    print(f"building the agreeing pair of {name} ...", flush=True)
+    model, config = load_model(source)
+    zero = {}
+    for i, layer in enumerate(model.layers[1:], start=1):
+        for prefix, proj in ((f"model.layers.{i}.self_attn.o_proj", layer.self_attn.o_proj),
+                             (f"model.layers.{i}.mlp.down_proj", layer.mlp.down_proj)):
+            for key, value in proj.parameters().items():
+                # Quantized layers dequantize to scales * q + biases: zero scales and biases.
+                if key != "weight" or not hasattr(proj, "scales"):
+                    zero[f"{prefix}.{key}"] = mx.zeros_like(value)
+    model.load_weights(list(zero.items()), strict=False)
+    weights = dict(tree_flatten(model.parameters()))
+    short = dict(config, num_hidden_layers=1)
+    first = {k: v for k, v in weights.items() if not k.startswith("model.layers.")
+             or k.startswith("model.layers.0.")}
+    for path, cfg, params in ((target, config, weights), (draft, short, first)):
+        tmp = path.with_name(path.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        mx.save_safetensors(str(tmp / "model.safetensors"), params, metadata={"format": "mlx"})
+        save_config(cfg, tmp / "config.json")
+        for f in source.iterdir():  # the tokenizer and chat template
+            if not f.name.startswith(("model", "config")):
+                shutil.copy(f, tmp / f.name)
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    return target, draft
 
 
 def describe_model(path: Path, ref: str) -> dict:

@@ -6,7 +6,7 @@ HTTP streaming with greedy requests, and prints a table; ``--out`` writes every 
 
     python scripts/bench_serving.py chat    [--turns 30] [--max-context N] [--max-context-tokens N]
     python scripts/bench_serving.py clients [--clients 1,4,8] [--systems mlxserve,mlx_lm.server]
-    python scripts/bench_serving.py draft   [--draft-model PATH] [--num-draft-tokens 3]
+    python scripts/bench_serving.py draft   [--draft-model PATH | --agreeing-draft] [--num-draft-tokens 3]
     python scripts/bench_serving.py kv      [--prompt-tokens 4096]
     python scripts/bench_serving.py json    (a JSON-schema grammar against the same request without)
 
@@ -30,7 +30,7 @@ import mlx_lm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
-    FILLER, RANDOM_MODELS, describe_model, device_info, make_prompt,
+    FILLER, RANDOM_MODELS, build_agreeing_pair, describe_model, device_info, make_prompt,
     model_to_run, read_stream, running_server,
 )
 
@@ -192,6 +192,8 @@ def draft(args, model: str, log_dir: Path) -> dict:
         accepted = details.get("accepted_prediction_tokens", 0)
         proposed = accepted + details.get("rejected_prediction_tokens", 0)
         out[label]["acceptance_rate"] = accepted / proposed if proposed else None
+    drafted, plain = (out[label]["decode_tps"] for label in reversed(list(out)))
+    out["speed_up"] = drafted / plain if drafted and plain else None
     out["draft_model"] = draft_model
     return out
 
@@ -283,6 +285,8 @@ def print_table(name: str, results: dict) -> None:
                   f"{r['tokens']:.0f} tokens")
         print(f"grammar decode / unconstrained decode: {results['decode_ratio']:.1%}")
     else:
+        if results.get("speed_up"):
+            print(f"decode with the draft / without: {results['speed_up']:.2f}x")
         for label, r in results.items():
             if isinstance(r, dict) and "error" in r:
                 print(f"{label:<22} failed: {r['error'][:200]}")
@@ -309,6 +313,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--systems", default="mlxserve,mlx_lm.server")
     parser.add_argument("--draft-model")
     parser.add_argument("--num-draft-tokens", type=int, default=3)
+    parser.add_argument("--agreeing-draft", action="store_true",
+                        help="draft: a --random-model whose layers after the first add nothing, "
+                        "drafted for by its first layer alone (always accepted: the best case)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -319,6 +326,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     ref, path = model_to_run(args)
+    if args.agreeing_draft:
+        if not args.random_model:
+            raise SystemExit("--agreeing-draft needs --random-model")
+        path, draft_path = build_agreeing_pair(args.random_model)
+        ref, args.draft_model = f"{ref} (agreeing pair)", str(draft_path)
     log_dir = Path(tempfile.mkdtemp(prefix="mlxserve-bench-"))
     results = SCENARIOS[args.scenario](args, str(path), log_dir)
     report = {
