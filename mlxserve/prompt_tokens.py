@@ -20,6 +20,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Optional
 
 log = logging.getLogger("mlxserve.prompt_tokens")
 
@@ -79,10 +80,12 @@ class PromptTokens:
             return self._full(text).ids
         cut = self._cut(text)
         if cut is None:
-            return self._remember(text, self._full(text)).ids
-        at, head = cut
+            entry = self._full(text)
+            self._keep(entry)
+            return entry.ids
+        earlier, at, k = cut
         tail = self._full(text[at:])
-        ids = head + tail.ids
+        ids = earlier.ids[:k] + tail.ids
         if self._checks > 0:
             whole = self._full(text)
             with self._lock:
@@ -92,14 +95,14 @@ class PromptTokens:
                     log.warning("tokenizing prompts in parts differs from whole: reuse is off")
                     return whole.ids
         self.reused_chars += at
-        entry = _Entry(
-            text, ids, [(c + at, k + len(head), e + at) for c, k, e in tail.cuts]
-        )
-        self._keep(entry)
+        head_cuts = [cut for cut in earlier.cuts if cut[1] < k]
+        tail_cuts = [(c + at, i + k, end + at) for c, i, end in tail.cuts]
+        self._keep(_Entry(text, ids, head_cuts + tail_cuts))
         return ids
 
-    def _cut(self, text: str):
-        """Where to split ``text`` and the tokens before that point, or ``None``."""
+    def _cut(self, text: str) -> Optional[tuple[_Entry, int, int]]:
+        """The earlier prompt to reuse, the character to split ``text`` at and the number
+        of that prompt's tokens before it; ``None`` when nothing can be reused."""
         with self._lock:
             entries = list(self._entries.values())
         best, shared = None, 0
@@ -113,7 +116,7 @@ class PromptTokens:
         if not usable:
             return None
         at, k = usable[-1]
-        return at, best.ids[:k]
+        return best, at, k
 
     def _full(self, text: str) -> _Entry:
         enc = self._hf(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -125,11 +128,6 @@ class PromptTokens:
                 if text.startswith(content, start):
                     cuts.append((start, k, start + len(content)))
         return _Entry(text, ids, cuts)
-
-    def _remember(self, text: str, entry: _Entry) -> _Entry:
-        if self.enabled and len(text) >= self._min_chars:
-            self._keep(entry)
-        return entry
 
     def _keep(self, entry: _Entry) -> None:
         with self._lock:

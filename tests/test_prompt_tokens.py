@@ -69,6 +69,20 @@ def test_edited_history_and_other_chats_still_match(tokenizer):
         assert encoder.encode(text) == tokenizer.encode(text, add_special_tokens=False)
 
 
+def test_a_reused_prompt_keeps_its_earlier_cuts(tokenizer):
+    """An edit early in a chat still reuses the start of a prompt that was itself reused."""
+    encoder = PromptTokens(tokenizer, min_chars=200, entries=1)
+    chat = conversation(12)[:-1]
+    encoder.encode(render(tokenizer, chat))
+    encoder.encode(render(tokenizer, conversation(13)[:-1]))  # reused; the only entry now
+    edited = [dict(m) for m in chat]
+    edited[6]["content"] = "(edited) " + edited[6]["content"]
+    text = render(tokenizer, edited)
+    before = encoder.reused_chars
+    assert encoder.encode(text) == tokenizer.encode(text, add_special_tokens=False)
+    assert encoder.reused_chars > before
+
+
 def test_short_prompts_are_tokenized_whole_and_not_kept(tokenizer):
     encoder = PromptTokens(tokenizer, min_chars=10_000)
     text = render(tokenizer, conversation(3))
