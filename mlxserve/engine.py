@@ -679,10 +679,7 @@ class Engine:
             run.accepted,
             run.drafted - run.accepted,
         )
-        if run.steps == 1:
-            self._hand_over(run.job, delta)
-        else:
-            self._emit(run.job, delta)
+        self._emit(run.job, delta, wait=HAND_OVER_SECONDS if run.steps == 1 else 0.0)
         if reason is not None:
             self._close(run)
             return False
@@ -789,34 +786,24 @@ class Engine:
         return TokenLogprob(decode([token]), logprobs[token].item(), alternatives)
 
     @staticmethod
-    def _emit(job: _Job, item) -> None:
-        try:
-            job.loop.call_soon_threadsafe(job.results.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (shutdown)
-            job.cancelled.set()
+    def _emit(job: _Job, item, *, wait: float = 0.0) -> None:
+        """Send ``item`` to the job's event loop; with ``wait``, block up to that many
+        seconds until the loop has taken it.
 
-    @staticmethod
-    def _hand_over(job: _Job, item) -> None:
-        """Emit ``item`` and wait (at most ``HAND_OVER_SECONDS``) until the event loop has it.
-
-        For the first token. Right after a token the engine thread goes on to
+        The first token waits: right after a token the engine thread goes on to
         build the next step's graph in Python while the device computes it, and
         the event loop, woken to send the token, would wait for the GIL until
-        that is done (1 to 3 ms on a GPU). Waiting here lets the loop take the
-        token first; the device keeps computing the next step meanwhile.
+        that is done (1 to 3 ms on a GPU). Waiting lets the loop take the token
+        first; the device keeps computing the next step meanwhile.
         """
-        taken = threading.Event()
-
-        def put() -> None:
-            job.results.put_nowait(item)
-            taken.set()
-
         try:
-            job.loop.call_soon_threadsafe(put)
+            job.loop.call_soon_threadsafe(job.results.put_nowait, item)
+            if wait:
+                taken = threading.Event()
+                job.loop.call_soon_threadsafe(taken.set)  # runs after the put
+                taken.wait(wait)
         except RuntimeError:  # the event loop is gone (shutdown)
             job.cancelled.set()
-            return
-        taken.wait(HAND_OVER_SECONDS)
 
 
 def _settle(future: asyncio.Future, result, error) -> None:

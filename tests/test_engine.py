@@ -60,12 +60,12 @@ def test_the_first_token_waits_until_the_event_loop_has_it():
     thread.start()
     try:
         job = _Job(GenerationRequest(prompt=[1], max_tokens=2), loop, asyncio.Queue())
-        Engine._hand_over(job, "first")
+        Engine._emit(job, "first", wait=HAND_OVER_SECONDS)
         assert job.results.qsize() == 1
         # A busy event loop holds the engine up only briefly; the token arrives later.
         loop.call_soon_threadsafe(time.sleep, 0.3)
         t0 = time.monotonic()
-        Engine._hand_over(job, "second")
+        Engine._emit(job, "second", wait=HAND_OVER_SECONDS)
         assert time.monotonic() - t0 < HAND_OVER_SECONDS + 0.1
         assert job.results.qsize() == 1
         deadline = time.monotonic() + 5
