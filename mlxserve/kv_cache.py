@@ -67,9 +67,7 @@ class DequantizingKVCache:
 def dequantizing(cache: list, bits: int, group_size: int = 64) -> list:
     """``cache`` with each plain ``KVCache`` (the layers mlx-lm would quantize) made a
     :class:`DequantizingKVCache`; other layers (rotating, recurrent) as they are."""
-    return [
-        DequantizingKVCache(group_size, bits) if type(c) is KVCache else c for c in cache
-    ]
+    return _kv_layers(cache, lambda c: DequantizingKVCache(group_size, bits))
 
 
 def quantized_attention_runs(model, bits: int, group_size: int = 64) -> bool:
@@ -80,13 +78,22 @@ def quantized_attention_runs(model, bits: int, group_size: int = 64) -> bool:
         Exception: Whatever a dequantizing cache raises too (then the model
             cannot use ``bits`` at all, say its heads are narrower than a group).
     """
-    prompt = mx.arange(PROBE_PROMPT_TOKENS)[None] % 7 + 1
     try:
-        cache = [c.to_quantized(group_size=group_size, bits=bits) if type(c) is KVCache else c
-                 for c in make_prompt_cache(model)]
-        mx.eval(model(prompt, cache=cache), model(prompt[:, :1], cache=cache))
+        cache = _kv_layers(
+            make_prompt_cache(model), lambda c: c.to_quantized(group_size=group_size, bits=bits)
+        )
+        _prefill_and_step(model, cache)
         return True
     except Exception:
-        cache = dequantizing(make_prompt_cache(model), bits, group_size)
-        mx.eval(model(prompt, cache=cache), model(prompt[:, :1], cache=cache))
+        _prefill_and_step(model, dequantizing(make_prompt_cache(model), bits, group_size))
         return False
+
+
+def _kv_layers(cache: list, make) -> list:
+    """``cache`` with each plain ``KVCache`` replaced by ``make(layer)``."""
+    return [make(c) if type(c) is KVCache else c for c in cache]
+
+
+def _prefill_and_step(model, cache: list) -> None:
+    prompt = mx.arange(PROBE_PROMPT_TOKENS)[None] % 7 + 1
+    mx.eval(model(prompt, cache=cache), model(prompt[:, :1], cache=cache))
