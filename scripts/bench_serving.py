@@ -192,7 +192,7 @@ def draft(args, model: str, log_dir: Path) -> dict:
         accepted = details.get("accepted_prediction_tokens", 0)
         proposed = accepted + details.get("rejected_prediction_tokens", 0)
         out[label]["acceptance_rate"] = accepted / proposed if proposed else None
-    drafted, plain = (out[label]["decode_tps"] for label in reversed(list(out)))
+    plain, drafted = (r["decode_tps"] for r in out.values())  # without, then with the draft
     out["speed_up"] = drafted / plain if drafted and plain else None
     out["draft_model"] = draft_model
     return out
