@@ -5,6 +5,7 @@ import asyncio
 import threading
 import time
 
+from mlxserve import engine as engine_module
 from mlxserve.engine import HAND_OVER_SECONDS, Engine, GenerationRequest, _Job
 
 
@@ -76,3 +77,29 @@ def test_the_first_token_waits_until_the_event_loop_has_it():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def test_an_idle_engine_takes_a_new_job_before_generate_returns(engine, examples, monkeypatch):
+    """The event loop lets the engine thread start the prefill before it goes on
+    (to the response headers), waiting at most PICK_UP_SECONDS (long here, for a busy CI)."""
+    monkeypatch.setattr(engine_module, "PICK_UP_SECONDS", 5.0)
+
+    async def scenario():
+        await _until(lambda: engine.active_runs == 0)
+        t0 = time.monotonic()
+        deltas = engine.generate(_story(engine, examples))
+        waited = time.monotonic() - t0
+        picked = deltas._job.picked.is_set()
+        await _until(lambda: engine.active_runs == 1)
+        # A busy engine is not waited for: it takes new jobs between tokens.
+        busy = engine.generate(_story(engine, examples))
+        busy_picked = busy._job.picked.is_set()
+        await deltas.aclose()
+        await busy.aclose()
+        await _until(lambda: engine.active_runs == 0)
+        return picked, waited, busy_picked
+
+    picked, waited, busy_picked = asyncio.run(scenario())
+    assert picked and waited < 1.0
+    assert not busy_picked
+
