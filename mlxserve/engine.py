@@ -9,6 +9,7 @@ exception. Several admitted generations advance round-robin, one token each.
 import asyncio
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -61,6 +62,7 @@ HAND_OVER_SECONDS = 0.002
 """Most time the engine waits for the event loop to take a generation's first token."""
 PICK_UP_SECONDS = 0.001
 """Most time ``generate`` waits for an idle engine thread to take a new job."""
+CUDNN_ATTENTION_VAR = "MLX_CUDA_USE_CUDNN_SDPA"
 
 
 @dataclass(frozen=True)
@@ -415,6 +417,7 @@ class Engine:
     def start(self) -> None:
         """Start the engine thread (loading happens there); a second call does nothing."""
         if not self.started:
+            prefer_mlx_attention()
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -819,6 +822,19 @@ class Engine:
                 taken.wait(wait)
         except RuntimeError:  # the event loop is gone (shutdown)
             job.cancelled.set()
+
+
+def prefer_mlx_attention() -> None:
+    """Have MLX's CUDA backend run attention with its own kernels rather than cuDNN's,
+    unless the user set ``MLX_CUDA_USE_CUDNN_SDPA`` (read once, at the first attention).
+
+    cuDNN builds a graph for each new pair of query and key lengths (70 to 75 ms
+    on an H100) and a server sees new pairs all the time: every prompt length,
+    every prompt-cache offset. MLX's kernels need no such step. cuDNN's are
+    faster over long prompts of a length seen before (see docs/BENCHMARKS.md).
+    Other backends ignore the variable.
+    """
+    os.environ.setdefault(CUDNN_ATTENTION_VAR, "0")
 
 
 def _settle(future: asyncio.Future, result, error) -> None:

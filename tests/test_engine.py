@@ -103,3 +103,11 @@ def test_an_idle_engine_takes_a_new_job_before_generate_returns(engine, examples
     assert picked and waited < 1.0
     assert not busy_picked
 
+
+def test_mlx_attention_is_preferred_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv(engine_module.CUDNN_ATTENTION_VAR, raising=False)
+    engine_module.prefer_mlx_attention()
+    assert engine_module.os.environ[engine_module.CUDNN_ATTENTION_VAR] == "0"
+    monkeypatch.setenv(engine_module.CUDNN_ATTENTION_VAR, "1")
+    engine_module.prefer_mlx_attention()
+    assert engine_module.os.environ[engine_module.CUDNN_ATTENTION_VAR] == "1"
