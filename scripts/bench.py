@@ -51,7 +51,9 @@ from mlx_lm.utils import (  # noqa: E402
 )
 
 import mlxserve  # noqa: E402
-from mlxserve.engine import resolve_model_path  # noqa: E402
+from mlxserve.engine import (  # noqa: E402
+    CUDNN_ATTENTION_VAR, prefer_mlx_attention, resolve_model_path,
+)
 
 SYSTEMS = ("raw", "mlxserve", "mlx_lm.server")
 # Without their prompt caches the servers prefill every request, as raw does.
@@ -289,6 +291,16 @@ def bench_raw(model_ref: str, prompt: str, max_tokens: int, count: int) -> list[
     return results
 
 
+def tokenize_ms(tokenizer, prompt: str, repeats: int = 5) -> float:
+    """Median time to encode ``prompt``: part of a server's TTFT, not of raw's (given ids)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        tokenizer.encode(prompt)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -521,6 +533,8 @@ def print_table(report: dict) -> None:
               f"{m['tokens']:>8g}{cpu:>12}  {runs}")
     for pair, c in report["comparisons"].items():
         print(f"{pair}: decode {c['decode_tps_ratio']:.1%}, TTFT {c['ttft_diff_ms']:+.1f} ms")
+    print(f"(the servers' TTFT includes tokenizing the prompt, {report['tokenize_ms']:.2f} ms;"
+          " raw is given its token ids)")
     for warning in report["warnings"]:
         print("WARNING:", warning)
 
@@ -560,8 +574,12 @@ def model_to_run(args: argparse.Namespace) -> tuple[str, Path]:
 
 def main() -> int:
     args = parse_args()
+    # All three systems attend with the kernels mlxserve picks on CUDA (the servers
+    # inherit the variable); set MLX_CUDA_USE_CUDNN_SDPA=1 to compare them on cuDNN's.
+    prefer_mlx_attention()
     ref, path = model_to_run(args)
-    prompt = make_prompt(load_tokenizer(path), args.prompt_tokens)
+    tokenizer = load_tokenizer(path)
+    prompt = make_prompt(tokenizer, args.prompt_tokens)
     log_dir = Path(tempfile.mkdtemp(prefix="mlxserve-bench-"))
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = {}
@@ -583,9 +601,11 @@ def main() -> int:
         "settings": {"prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
                      "runs": args.runs, "systems": args.systems, "temperature": 0.0,
                      "route": "/v1/completions (stream, include_usage)", "prompt": prompt,
-                     "server_flags": SINGLE_STREAM_FLAGS},
+                     "server_flags": SINGLE_STREAM_FLAGS,
+                     CUDNN_ATTENTION_VAR: os.environ[CUDNN_ATTENTION_VAR]},
         "results": results,
         "comparisons": comparisons(results),
+        "tokenize_ms": tokenize_ms(tokenizer, prompt),
         "warnings": check_runs(results, args.max_tokens),
         "server_logs": str(log_dir),
     }

@@ -9,6 +9,7 @@ HTTP streaming with greedy requests, and prints a table; ``--out`` writes every 
     python scripts/bench_serving.py draft   [--draft-model PATH | --agreeing-draft] [--num-draft-tokens 3]
     python scripts/bench_serving.py kv      [--prompt-tokens 4096]
     python scripts/bench_serving.py json    (a JSON-schema grammar against the same request without)
+    python scripts/bench_serving.py lengths (raw mlx-lm: prompt lengths seen before against new ones)
 
 Common options: ``--model PATH | --random-model {llama-1b,tiny}``, ``--max-tokens``,
 ``--prompt-tokens``, ``--runs``, ``--out FILE``.
@@ -17,6 +18,7 @@ Common options: ``--model PATH | --random-model {llama-1b,tiny}``, ``--max-token
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -258,7 +260,45 @@ def _no_eos(model: str) -> dict:
     return {str(t): -100 for t in tokenizer.eos_token_ids}
 
 
-SCENARIOS = {"chat": chat, "clients": clients, "draft": draft, "kv": kv, "json": constrained}
+def lengths(args, model: str, log_dir: Path) -> dict:
+    """Raw mlx-lm time to first token for prompt lengths seen before against new ones.
+
+    On CUDA, MLX builds a cuDNN attention graph per new pair of query and key
+    lengths unless ``MLX_CUDA_USE_CUDNN_SDPA=0`` (read once per process: run
+    the scenario once per setting). No server: this is the backend's own cost.
+    """
+    loaded, tokenizer = mlx_lm.load(model)
+    ids = tokenizer.encode(make_prompt(tokenizer, 4200))
+
+    def ttft(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in mlx_lm.stream_generate(loaded, tokenizer, mx.array(ids[:n]), max_tokens=2):
+            break
+        return (time.perf_counter() - t0) * 1e3
+
+    ttft(4096)
+    for _ in range(3):
+        ttft(128)
+    runs = {
+        "128, same length": [ttft(128) for _ in range(8)],
+        "129-206, new lengths": [ttft(129 + 7 * i) for i in range(12)],
+        "129-206, seen before": [ttft(129 + 7 * i) for i in range(12)],
+        "300-707, new lengths": [ttft(300 + 37 * i) for i in range(12)],
+        "4096, same length": [ttft(4096) for _ in range(4)],
+        "3000-3305, new lengths": [ttft(3000 + 61 * i) for i in range(6)],
+    }
+    decode = []
+    for _ in range(3):
+        for r in mlx_lm.stream_generate(loaded, tokenizer, mx.array(ids[:128]), max_tokens=256):
+            pass
+        decode.append(r.generation_tps)
+    return {"MLX_CUDA_USE_CUDNN_SDPA": os.environ.get("MLX_CUDA_USE_CUDNN_SDPA"),
+            "ttft_ms": {k: {"median": median(v), "runs": v} for k, v in runs.items()},
+            "decode_tps_128": {"median": median(decode), "runs": decode}}
+
+
+SCENARIOS = {"chat": chat, "clients": clients, "draft": draft, "kv": kv, "json": constrained,
+             "lengths": lengths}
 
 
 def print_table(name: str, results: dict) -> None:
@@ -278,6 +318,14 @@ def print_table(name: str, results: dict) -> None:
                 print(f"{system:<14} {n:>2} clients: {r['aggregate_tps']:8.1f} tok/s aggregate, "
                       f"TTFT {r['ttft_ms']:.1f} ms; first round {first['aggregate_tps']:.1f} tok/s,"
                       f" slowest TTFT {first['ttft_max_ms']:.0f} ms")
+    elif name == "lengths":
+        print(f"MLX_CUDA_USE_CUDNN_SDPA={results['MLX_CUDA_USE_CUDNN_SDPA']}")
+        for label, r in results["ttft_ms"].items():
+            print(f"{label:<24} TTFT median {r['median']:7.1f} ms  "
+                  f"({', '.join(f'{v:.0f}' for v in r['runs'])})")
+        d = results["decode_tps_128"]
+        print(f"decode after 128 tokens   {d['median']:.1f} tok/s "
+              f"({', '.join(f'{v:.0f}' for v in d['runs'])})")
     elif name == "json":
         for label in ("json_schema", "unconstrained"):
             r = results[label]
