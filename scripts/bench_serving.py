@@ -33,12 +33,12 @@ import mlx_lm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (  # noqa: E402
     FILLER, RANDOM_MODELS, build_agreeing_pair, describe_model, device_info, make_prompt,
-    model_to_run, read_stream, running_server,
+    model_to_run, raw_run, read_stream, running_server,
 )
 
 import mlxserve  # noqa: E402
 from mlx_lm.utils import load_tokenizer  # noqa: E402
-from mlxserve.engine import resolve_model_path  # noqa: E402
+from mlxserve.engine import CUDNN_ATTENTION_VAR, resolve_model_path  # noqa: E402
 
 
 def stream(base_url: str, path: str, body: dict) -> dict:
@@ -271,10 +271,7 @@ def lengths(args, model: str, log_dir: Path) -> dict:
     ids = tokenizer.encode(make_prompt(tokenizer, 4200))
 
     def ttft(n: int) -> float:
-        t0 = time.perf_counter()
-        for _ in mlx_lm.stream_generate(loaded, tokenizer, mx.array(ids[:n]), max_tokens=2):
-            break
-        return (time.perf_counter() - t0) * 1e3
+        return raw_run(loaded, tokenizer, mx.array(ids[:n]), max_tokens=1)["ttft_ms"]
 
     ttft(4096)
     for _ in range(3):
@@ -292,7 +289,7 @@ def lengths(args, model: str, log_dir: Path) -> dict:
         for r in mlx_lm.stream_generate(loaded, tokenizer, mx.array(ids[:128]), max_tokens=256):
             pass
         decode.append(r.generation_tps)
-    return {"MLX_CUDA_USE_CUDNN_SDPA": os.environ.get("MLX_CUDA_USE_CUDNN_SDPA"),
+    return {CUDNN_ATTENTION_VAR: os.environ.get(CUDNN_ATTENTION_VAR),
             "ttft_ms": {k: {"median": median(v), "runs": v} for k, v in runs.items()},
             "decode_tps_128": {"median": median(decode), "runs": decode}}
 
@@ -319,7 +316,7 @@ def print_table(name: str, results: dict) -> None:
                       f"TTFT {r['ttft_ms']:.1f} ms; first round {first['aggregate_tps']:.1f} tok/s,"
                       f" slowest TTFT {first['ttft_max_ms']:.0f} ms")
     elif name == "lengths":
-        print(f"MLX_CUDA_USE_CUDNN_SDPA={results['MLX_CUDA_USE_CUDNN_SDPA']}")
+        print(f"{CUDNN_ATTENTION_VAR}={results[CUDNN_ATTENTION_VAR]}")
         for label, r in results["ttft_ms"].items():
             print(f"{label:<24} TTFT median {r['median']:7.1f} ms  "
                   f"({', '.join(f'{v:.0f}' for v in r['runs'])})")
