@@ -2,6 +2,7 @@
 asked for, and closing its deltas, read or not, stops it."""
 
 import asyncio
+import os
 import threading
 import time
 
@@ -107,7 +108,7 @@ def test_an_idle_engine_takes_a_new_job_before_generate_returns(engine, examples
 def test_mlx_attention_is_preferred_unless_the_user_chose(monkeypatch):
     monkeypatch.delenv(engine_module.CUDNN_ATTENTION_VAR, raising=False)
     engine_module.prefer_mlx_attention()
-    assert engine_module.os.environ[engine_module.CUDNN_ATTENTION_VAR] == "0"
+    assert os.environ[engine_module.CUDNN_ATTENTION_VAR] == "0"
     monkeypatch.setenv(engine_module.CUDNN_ATTENTION_VAR, "1")
     engine_module.prefer_mlx_attention()
-    assert engine_module.os.environ[engine_module.CUDNN_ATTENTION_VAR] == "1"
+    assert os.environ[engine_module.CUDNN_ATTENTION_VAR] == "1"
