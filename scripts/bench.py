@@ -2,17 +2,20 @@
 
 Each system generates greedily from the same prompt text with the same
 ``max_tokens``: ``raw`` calls ``mlx_lm.stream_generate`` in this process (the
-upper bound); ``mlxserve`` and ``mlx_lm.server`` run as subprocesses, one after
-the other, and are read over HTTP streaming from ``/v1/completions`` (raw
-prompt: the script, not the server, applies the chat template, if the model has
-one). Each system gets one untimed warm-up request, then
-``--runs`` timed ones, all with the same prompt; mlx_lm.server runs with
-``--prompt-cache-size 0`` (mlxserve too) so that, like raw, they prefill every request.
+upper bound); ``mlxserve`` and ``mlx_lm.server`` run as subprocesses and are read
+over HTTP streaming from ``/v1/completions`` (raw prompt: the script, not the
+server, applies the chat template, if the model has one). All three are started
+together and take turns, one request each per round (never two at once), so
+that a shared host's drifting speed weighs on each alike; ``--one-at-a-time``
+runs them one after another instead, for a model that does not fit in memory
+three times. Each system gets one untimed warm-up request, then ``--runs`` timed
+ones, all with the same prompt; mlx_lm.server runs with ``--prompt-cache-size 0``
+(mlxserve too) so that, like raw, they prefill every request.
 
 Usage (from the repository root):
     python scripts/bench.py [--model PATH_OR_REPO | --random-model {llama-1b,tiny}]
         [--prompt-tokens 128] [--max-tokens 256] [--runs 3]
-        [--systems raw,mlxserve,mlx_lm.server] [--out bench.json]
+        [--systems raw,mlxserve,mlx_lm.server] [--one-at-a-time] [--out bench.json]
     python scripts/bench.py {chat,clients,draft,json,kv} [...]
         the serving scenarios of scripts/bench_serving.py, by the same entry point
 """
@@ -36,7 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -276,19 +279,23 @@ def raw_run(model, tokenizer, ids: mx.array, max_tokens: int) -> dict:
                        prompt_tokens=resp.prompt_tokens, text="".join(text))
 
 
-def bench_raw(model_ref: str, prompt: str, max_tokens: int, count: int) -> list[dict]:
-    """Generate ``count`` times in-process with ``mlx_lm.stream_generate`` (first: warm-up)."""
+@contextlib.contextmanager
+def raw_runner(model_ref: str, prompt: str, max_tokens: int) -> Iterator[Callable[[], dict]]:
+    """Load the model in this process; yield a function that times one ``stream_generate``."""
     model, tokenizer = mlx_lm.load(model_ref)
     ids = mx.array(tokenizer.encode(prompt))  # as mlx_lm.server encodes it
-    results = []
-    for _ in range(count):
+
+    def run() -> dict:
         before = time.process_time()
-        run = raw_run(model, tokenizer, ids, max_tokens)
-        results.append(with_cpu(run, time.process_time() - before))
-    del model, tokenizer
-    gc.collect()
-    mx.clear_cache()
-    return results
+        result = raw_run(model, tokenizer, ids, max_tokens)
+        return with_cpu(result, time.process_time() - before)
+
+    try:
+        yield run
+    finally:
+        del model, tokenizer
+        gc.collect()
+        mx.clear_cache()
 
 
 def tokenize_ms(tokenizer, prompt: str, repeats: int = 5) -> float:
@@ -449,17 +456,39 @@ def with_cpu(run: dict, cpu_seconds: float | None) -> dict:
     return {**run, "cpu_ms_per_token": per_token}
 
 
-def bench_server(system: str, model: str, prompt: str, max_tokens: int, count: int,
-                 log_dir: Path) -> list[dict]:
-    """Start ``system``; stream ``prompt`` through it ``count`` times (first: warm-up); stop it."""
+@contextlib.contextmanager
+def server_runner(system: str, model: str, prompt: str, max_tokens: int,
+                  log_dir: Path) -> Iterator[Callable[[], dict]]:
+    """Start ``system``; yield a function that times one streamed request to it; stop it."""
     with server_process(system, model, max_tokens, log_dir,
                         SINGLE_STREAM_FLAGS[system]) as (url, proc):
-        runs = []
-        for _ in range(count):
+        def run() -> dict:
             before = process_cpu_seconds(proc.pid)
-            run = stream_completion(url, prompt, max_tokens)
+            result = stream_completion(url, prompt, max_tokens)
             after = process_cpu_seconds(proc.pid)
-            runs.append(with_cpu(run, after - before if before is not None else None))
+            return with_cpu(result, after - before if before is not None else None)
+
+        yield run
+
+
+def bench_systems(systems: Sequence[str], model: str, prompt: str, max_tokens: int, count: int,
+                  log_dir: Path) -> dict[str, list[dict]]:
+    """Start ``systems`` together, then time them turn about: one request each per round,
+    ``count`` rounds (the first: warm-ups). A host's speed that drifts during the
+    benchmark (other tenants, clocks) then weighs on every system alike."""
+    with contextlib.ExitStack() as stack:
+        runners = {}
+        for system in systems:
+            print(f"starting {system} ...", flush=True)
+            runners[system] = stack.enter_context(
+                raw_runner(model, prompt, max_tokens) if system == "raw"
+                else server_runner(system, model, prompt, max_tokens, log_dir))
+        runs = {system: [] for system in systems}
+        for i in range(count):
+            for system, run in runners.items():
+                runs[system].append(run())
+            print(f"round {i}: " + ", ".join(
+                f"{system} {r[-1]['decode_tps']:.1f} tok/s" for system, r in runs.items()), flush=True)
         return runs
 
 
@@ -474,14 +503,20 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def comparisons(results: dict) -> dict:
-    """Decode-speed ratios and TTFT differences between the systems' medians."""
+    """Decode-speed ratios and TTFT differences between the systems' medians, and the
+    medians of the same comparisons made round by round (runs that took turns)."""
     med = {name: r["median"] for name, r in results.items()}
     out = {}
     for a, b in (("mlxserve", "raw"), ("mlx_lm.server", "raw"), ("mlxserve", "mlx_lm.server")):
         if a in med and b in med:
+            pairs = list(zip(results[a]["runs"], results[b]["runs"]))
             out[f"{a}/{b}"] = {
                 "decode_tps_ratio": med[a]["decode_tps"] / med[b]["decode_tps"],
                 "ttft_diff_ms": med[a]["ttft_ms"] - med[b]["ttft_ms"],
+                "per_round_decode_tps_ratio": statistics.median(
+                    x["decode_tps"] / y["decode_tps"] for x, y in pairs),
+                "per_round_ttft_diff_ms": statistics.median(
+                    x["ttft_ms"] - y["ttft_ms"] for x, y in pairs),
             }
     return out
 
@@ -532,7 +567,9 @@ def print_table(report: dict) -> None:
         print(f"{name:<14}{m['ttft_ms']:>9.1f}{m['decode_tps']:>14.1f}{m['total_s']:>9.2f}"
               f"{m['tokens']:>8g}{cpu:>12}  {runs}")
     for pair, c in report["comparisons"].items():
-        print(f"{pair}: decode {c['decode_tps_ratio']:.1%}, TTFT {c['ttft_diff_ms']:+.1f} ms")
+        print(f"{pair}: decode {c['decode_tps_ratio']:.1%}, TTFT {c['ttft_diff_ms']:+.1f} ms"
+              f" (round by round: {c['per_round_decode_tps_ratio']:.1%},"
+              f" {c['per_round_ttft_diff_ms']:+.1f} ms)")
     print(f"(the servers' TTFT includes tokenizing the prompt, {report['tokenize_ms']:.2f} ms;"
           " raw is given its token ids)")
     for warning in report["warnings"]:
@@ -554,6 +591,9 @@ def parse_args() -> argparse.Namespace:
                         help="timed runs per system (after one warm-up)")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help=f"comma-separated subset of {','.join(SYSTEMS)}")
+    parser.add_argument("--one-at-a-time", action="store_true",
+                        help="run the systems one after another, not side by side taking turns "
+                             "(for a model that does not fit in memory three times)")
     parser.add_argument("--out", type=Path, help="write the full report here as JSON")
     args = parser.parse_args()
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -583,13 +623,12 @@ def main() -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="mlxserve-bench-"))
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     results = {}
-    for system in args.systems:  # one after another, never concurrently
-        print(f"benchmarking {system} ...", flush=True)
-        if system == "raw":
-            runs = bench_raw(str(path), prompt, args.max_tokens, args.runs + 1)
-        else:
-            runs = bench_server(system, str(path), prompt, args.max_tokens, args.runs + 1, log_dir)
-        results[system] = {"warmup": runs[0], "runs": runs[1:], "median": summarize(runs[1:])}
+    groups = [[s] for s in args.systems] if args.one_at_a_time else [args.systems]
+    for group in groups:
+        runs = bench_systems(group, str(path), prompt, args.max_tokens, args.runs + 1, log_dir)
+        for system, system_runs in runs.items():
+            results[system] = {"warmup": system_runs[0], "runs": system_runs[1:],
+                               "median": summarize(system_runs[1:])}
     report = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "device": device_info(),
@@ -600,6 +639,7 @@ def main() -> int:
         "model": describe_model(path, ref),
         "settings": {"prompt_tokens": args.prompt_tokens, "max_tokens": args.max_tokens,
                      "runs": args.runs, "systems": args.systems, "temperature": 0.0,
+                     "turn_about": not args.one_at_a_time,
                      "route": "/v1/completions (stream, include_usage)", "prompt": prompt,
                      "server_flags": SINGLE_STREAM_FLAGS,
                      CUDNN_ATTENTION_VAR: os.environ[CUDNN_ATTENTION_VAR]},
