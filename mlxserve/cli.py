@@ -18,6 +18,9 @@ from mlxserve import __version__, integrate, model_cli
 from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, ConfigFileError, Settings
 from mlxserve.service_mgr import commands as service_commands
 
+if typing.TYPE_CHECKING:
+    import uvicorn
+
 
 def _flag_type(annotation):
     """The argparse type and choices for a settings field's annotation."""
@@ -84,6 +87,25 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**values)
 
 
+def server_config(settings: Settings, app) -> "uvicorn.Config":
+    """uvicorn's configuration for serving ``app``.
+
+    Its event loop and HTTP protocol are uvicorn's defaults, which take uvloop and
+    httptools (dependencies of mlxserve) when installed.
+    """
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # uvicorn's loggers go through ours (see setup_logging)
+        log_level=settings.log_level,
+        access_log=False,  # mlxserve.access logs each request, with its tokens and timings
+        timeout_graceful_shutdown=settings.drain_timeout,
+    )
+
+
 def serve(settings: Settings) -> None:
     """Run the server until SIGTERM/SIGINT, then exit 0.
 
@@ -95,15 +117,7 @@ def serve(settings: Settings) -> None:
     from mlxserve.observe import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # uvicorn's loggers go through ours (see setup_logging)
-        log_level=settings.log_level,
-        access_log=False,  # mlxserve.access logs each request, with its tokens and timings
-        timeout_graceful_shutdown=settings.drain_timeout,
-    )
+    config = server_config(settings, create_app(settings))
     # uvicorn re-raises the stop signal once it has drained; a no-op handler makes
     # that re-raise harmless so a requested stop exits 0.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -283,4 +283,7 @@ def test_keepalive_is_a_ping_event(make_server):
         events = sse_named_events(r)
     pings = [data for name, data in events if name == "ping"]
     assert len(pings) > 1 and all(json.loads(d) == {"type": "ping"} for d in pings)
-    assert events[0][0] == "message_start" and events[-1][0] == "message_stop"
+    # Pings may come anywhere in Anthropic's streams (a 10 ms interval can land one after the
+    # last event, before the response ends); the other events frame the message.
+    names = [name for name, _ in events if name != "ping"]
+    assert names[0] == "message_start" and names[-1] == "message_stop"

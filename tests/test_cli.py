@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from mlxserve.cli import build_parser, load_settings, main
+from mlxserve.cli import build_parser, load_settings, main, server_config
 from mlxserve.config import DEMO_MODEL_NAME, DEMO_MODEL_PATH, Settings
 from tests.conftest import free_port
 
@@ -32,6 +32,18 @@ def test_defaults_are_safe_for_a_local_server():
     assert (s.max_tokens, s.default_max_tokens, s.timeout) == (4096, 512, 300)
     assert (s.max_requests, s.queue_size, s.queue_timeout) == (1, 16, 60)
     assert s.max_context == 0 and s.max_context_tokens is None
+
+
+def test_the_server_runs_on_uvloop_and_httptools():
+    """The event loop and HTTP parser in C: less CPU per streamed token (docs/BENCHMARKS.md)."""
+    config = server_config(settings_for(["serve"]), app=None)
+    config.load()
+    assert config.http_protocol_class.__module__ == "uvicorn.protocols.http.httptools_impl"
+    loop = config.get_loop_factory()()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
 
 
 def test_flags_beat_env_beat_defaults(monkeypatch):

@@ -41,9 +41,9 @@ class Mlxserve < Formula
   # mlxserve's runtime dependencies from pyproject.toml (keep the two lists in step); mlx and
   # numpy come from the formulae above instead of PyPI.
   pypi_packages package_name:     "",
-                extra_packages:   %w[mlx-lm fastapi uvicorn pydantic pydantic-settings
-                                     huggingface-hub sse-starlette jsonschema llguidance pyyaml
-                                     prometheus-client],
+                extra_packages:   %w[mlx-lm fastapi uvicorn uvloop httptools pydantic
+                                     pydantic-settings huggingface-hub sse-starlette jsonschema
+                                     llguidance pyyaml prometheus-client],
                 exclude_packages: %w[certifi mlx numpy]
 
   def install
