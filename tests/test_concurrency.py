@@ -173,8 +173,10 @@ def test_keepalive_comments_while_waiting_for_tokens(make_server, examples):
     }
     with server.http() as http, http.stream("POST", "/v1/completions", json=body) as r:
         events = sse_events(r)
-    assert any(isinstance(e, str) and e.startswith(":") for e in events)
-    assert events[-1] == "[DONE]"
+    comments = [e for e in events if isinstance(e, str) and e.startswith(":")]
+    assert comments
+    # A comment may also land after the last event (a 10 ms interval); clients skip comments.
+    assert [e for e in events if e not in comments][-1] == "[DONE]"
 
 
 def test_many_disconnects_leak_nothing(make_server, examples):
