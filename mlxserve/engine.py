@@ -59,7 +59,7 @@ FALLBACK_CONTEXT_LENGTH = 4096
 WARMUP_TEXT = "Hello, how are you today? Tell me about the weather. "
 WARMUP_PROMPT_TOKENS = 64
 HAND_OVER_SECONDS = 0.002
-"""Most time the engine waits for the event loop to take a generation's first token."""
+"""Most time the engine waits for the event loop to write a generation's first token."""
 PICK_UP_SECONDS = 0.001
 """Most time ``generate`` waits for an idle engine thread to take a new job."""
 CUDNN_ATTENTION_VAR = "MLX_CUDA_USE_CUDNN_SDPA"
@@ -221,6 +221,8 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     picked: threading.Event = field(default_factory=threading.Event)
     """Set when the engine thread takes the job."""
+    first_written: threading.Event = field(default_factory=threading.Event)
+    """Set when the consumer comes back for more after the first delta (or is gone)."""
 
 
 class Deltas:
@@ -235,11 +237,15 @@ class Deltas:
         self._job = job
         self._pending = None
         self._done = False
+        self._given = 0
 
     def __aiter__(self) -> "Deltas":
         return self
 
     async def __anext__(self) -> Delta:
+        if self._given == 1:
+            # Back for more: whatever the consumer does with a delta (write it) is done.
+            self._job.first_written.set()
         if self._done:
             raise StopAsyncIteration
         results = self._job.results
@@ -256,6 +262,7 @@ class Deltas:
             item = item.then(later)
         if item.finish_reason is not None:
             self._finish()
+        self._given += 1
         return item
 
     async def aclose(self) -> None:
@@ -264,6 +271,7 @@ class Deltas:
     def _finish(self) -> None:
         self._done = True
         self._job.cancelled.set()
+        self._job.first_written.set()
 
 
 class StopStrings:
@@ -805,23 +813,24 @@ class Engine:
 
     @staticmethod
     def _emit(job: _Job, item, *, wait: float = 0.0) -> None:
-        """Send ``item`` to the job's event loop; with ``wait``, block up to that many
-        seconds until the loop has taken it.
+        """Send ``item`` to the job's event loop; with ``wait`` (the first token),
+        block up to that many seconds until the consumer has written it.
 
-        The first token waits: right after a token the engine thread goes on to
-        build the next step's graph in Python while the device computes it, and
-        the event loop, woken to send the token, would wait for the GIL until
-        that is done (1 to 3 ms on a GPU). Waiting lets the loop take the token
-        first; the device keeps computing the next step meanwhile.
+        Right after a token the engine thread goes on to build the next step's
+        graph in Python while the device computes it, and the event loop would
+        wait for the GIL at each of its own steps (the hand-over, formatting the
+        chunk, the socket write) until that is done: 1 to 3 ms on a GPU, the
+        first token's last stretch. Waiting until the consumer comes back for
+        more (:class:`Deltas`) lets the loop write the token first; the device
+        keeps computing the next step meanwhile.
         """
         try:
             job.loop.call_soon_threadsafe(job.results.put_nowait, item)
-            if wait:
-                taken = threading.Event()
-                job.loop.call_soon_threadsafe(taken.set)  # runs after the put
-                taken.wait(wait)
         except RuntimeError:  # the event loop is gone (shutdown)
             job.cancelled.set()
+            return
+        if wait:
+            job.first_written.wait(wait)
 
 
 def prefer_mlx_attention() -> None:

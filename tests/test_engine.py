@@ -7,7 +7,7 @@ import threading
 import time
 
 from mlxserve import engine as engine_module
-from mlxserve.engine import HAND_OVER_SECONDS, Engine, GenerationRequest, _Job
+from mlxserve.engine import HAND_OVER_SECONDS, Delta, Deltas, Engine, GenerationRequest, _Job
 
 
 def _story(engine, examples) -> GenerationRequest:
@@ -55,25 +55,36 @@ def test_deltas_read_after_a_delay_hold_the_whole_answer(engine, examples):
     assert len(parts) == 1  # everything that piled up came out merged
 
 
-def test_the_first_token_waits_until_the_event_loop_has_it():
+def test_the_first_token_waits_until_the_consumer_has_written_it():
     """So that the loop writes it before the engine thread takes the GIL for the next step."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
+    marks = []
+
+    async def consume(deltas):
+        marks.append(("got", (await deltas.__anext__()).text))
+        await asyncio.sleep(0.2)  # writing it
+        marks.append(("written", None))
+        marks.append(("got", (await deltas.__anext__()).text))
+
     try:
         job = _Job(GenerationRequest(prompt=[1], max_tokens=2), loop, asyncio.Queue())
-        Engine._emit(job, "first", wait=HAND_OVER_SECONDS)
-        assert job.results.qsize() == 1
-        # A busy event loop holds the engine up only briefly; the token arrives later.
-        loop.call_soon_threadsafe(time.sleep, 0.3)
+        asyncio.run_coroutine_threadsafe(consume(Deltas(job)), loop)
+        Engine._emit(job, Delta("first", None, 1, 1), wait=5.0)
+        assert marks == [("got", "first"), ("written", None)]
+        # Later tokens do not wait, and a consumer that does not come back holds the
+        # first one up only for the time given.
         t0 = time.monotonic()
-        Engine._emit(job, "second", wait=HAND_OVER_SECONDS)
+        Engine._emit(job, Delta("second", None, 1, 2))
+        stuck = _Job(GenerationRequest(prompt=[1], max_tokens=2), loop, asyncio.Queue())
+        Engine._emit(stuck, Delta("first", None, 1, 1), wait=HAND_OVER_SECONDS)
         assert time.monotonic() - t0 < HAND_OVER_SECONDS + 0.1
-        assert job.results.qsize() == 1
         deadline = time.monotonic() + 5
-        while job.results.qsize() < 2:
+        while len(marks) < 3:
             assert time.monotonic() < deadline
             time.sleep(0.01)
+        assert marks[2] == ("got", "second")
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
