@@ -210,9 +210,8 @@ class Service:
         max_tokens = self.max_tokens(body.requested_max_tokens())
         messages = [m.to_template() for m in body.messages]
         tools = body.offered_tools()
-        chars = sum(len(m["content"] or "") for m in messages) + (INLINE_CHARS if tools else 0)
         window, dropped = await off_loop(
-            chars,
+            _template_chars(body, messages, tools),
             window_chat,
             messages,
             render=partial(
@@ -525,6 +524,14 @@ async def off_loop(chars: int, fn: Callable[..., T], *args, **kwargs) -> T:
     if chars <= INLINE_CHARS:
         return fn(*args, **kwargs)
     return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _template_chars(body: ChatCompletionRequest, messages: list[dict], tools) -> int:
+    """How much text the chat template renders for ``body``: the messages' contents and
+    tool-call arguments; offered tools count as ``INLINE_CHARS`` (always a worker)."""
+    chars = sum(len(m["content"] or "") for m in messages)
+    chars += sum(len(c.function.arguments) for m in body.messages for c in m.tool_calls or ())
+    return chars + (INLINE_CHARS if tools else 0)
 
 
 def _prompt_size(prompt) -> int:

@@ -173,3 +173,24 @@ def test_short_prompts_are_tokenized_on_the_event_loop_long_ones_in_a_worker():
         return short == loop_thread, long == loop_thread
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_long_tool_call_arguments_send_the_template_to_a_worker():
+    """The text a chat renders includes the arguments of earlier tool calls."""
+    import json
+
+    from mlxserve.schemas.openai import ChatCompletionRequest
+    from mlxserve.service import INLINE_CHARS, _template_chars
+
+    call = {"id": "c1", "type": "function",
+            "function": {"name": "write_file", "arguments": json.dumps({"text": "x" * INLINE_CHARS})}}
+    body = ChatCompletionRequest(messages=[
+        {"role": "user", "content": "Save it."},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "saved"},
+    ])
+    messages = [m.to_template() for m in body.messages]
+    assert _template_chars(body, messages, tools=None) > INLINE_CHARS
+    short = ChatCompletionRequest(messages=body.messages[:1])
+    assert _template_chars(short, messages[:1], tools=None) <= INLINE_CHARS
+    assert _template_chars(short, messages[:1], tools=[{}]) > INLINE_CHARS
