@@ -15,12 +15,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from mlx_lm import stream_generate
-from mlx_lm.generate import TextStateMachine
+from mlx_lm.generate import GenerationResponse, TextStateMachine, generation_stream
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_logits_processors, make_sampler
 from mlx_lm.utils import load
@@ -63,6 +63,8 @@ HAND_OVER_SECONDS = 0.002
 PICK_UP_SECONDS = 0.001
 """Most time ``generate`` waits for an idle engine thread to take a new job."""
 CUDNN_ATTENTION_VAR = "MLX_CUDA_USE_CUDNN_SDPA"
+PREFILL_STEP_SIZE = 2048
+"""Prompt tokens mlx-lm prefills per chunk (``generate_step``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -321,15 +323,13 @@ class _Run:
         self.cached_tokens = hit.cached
         self.cache = hit.cache or engine.new_cache()
         s = req.sampling
-        self.tokens = stream_generate(
-            engine.model,
-            engine.tokenizer,
-            mx.array(req.prompt[hit.cached :]),
+        self.tokens = engine.stream(
+            req.prompt,
+            hit.cached,
+            self.cache,
             max_tokens=req.max_tokens,
             sampler=make_sampler(temp=s.temperature, top_p=s.top_p, min_p=s.min_p, top_k=s.top_k),
-            logits_processors=with_prefix(request_processors(req), req.prompt[: hit.cached]),
-            prompt_cache=self.cache,
-            **engine.generation_kwargs(),
+            processors=request_processors(req),
         )
 
 
@@ -541,27 +541,18 @@ class Engine:
         """
         prompt = (self.tokenizer.encode(WARMUP_TEXT) * WARMUP_PROMPT_TOKENS)[:WARMUP_PROMPT_TOKENS]
         cache, sampled = self.new_cache(), []
-        for resp in stream_generate(
-            self.model, self.tokenizer, mx.array(prompt), max_tokens=4, prompt_cache=cache,
-            **self.generation_kwargs(),
-        ):
+        for resp in self.stream(prompt, 0, cache, max_tokens=4):
             sampled.append(resp.token)
         store = PromptCache(1, self.options.prompt_cache_bytes or 1 << 62)
         store.store(prompt + sampled, cache)
         hit = store.fetch(prompt + sampled)
-        tokens = prompt + sampled
-        for resp in stream_generate(
-            self.model,
-            self.tokenizer,
-            mx.array(tokens[hit.cached :]),
+        for resp in self.stream(
+            prompt + sampled,
+            hit.cached,
+            hit.cache or self.new_cache(),
             max_tokens=4,
             sampler=make_sampler(temp=0.7, top_p=0.9, min_p=0.05, top_k=20),
-            logits_processors=with_prefix(
-                make_logits_processors(logit_bias={0: 0.0}, repetition_penalty=1.1),
-                tokens[: hit.cached],
-            ),
-            prompt_cache=hit.cache or self.new_cache(),
-            **self.generation_kwargs(),
+            processors=make_logits_processors(logit_bias={0: 0.0}, repetition_penalty=1.1),
         ):
             self._logprob(resp.token, resp.logprobs, 2)
         if self.batching:
@@ -785,6 +776,50 @@ class Engine:
         if self.dequantized_attention:
             cache = dequantizing(cache, self.options.kv_bits)
         return cache
+
+    def stream(
+        self,
+        prompt: list[int],
+        cached: int,
+        cache: list,
+        *,
+        max_tokens: int,
+        sampler: Optional[Callable] = None,
+        processors: Sequence[Callable] = (),
+    ) -> Iterator[GenerationResponse]:
+        """mlx-lm's ``stream_generate`` of ``prompt``, whose first ``cached`` tokens
+        are already in ``cache``.
+
+        mlx-lm prefills all new tokens but the last in chunks, evaluating the
+        cache and freeing MLX's buffer cache after each, then builds the first
+        step. The engine prefills the same chunks, but leaves the last one
+        unevaluated, so that it runs in the first step's graph: the first token
+        no longer waits for a round trip to the device, for the buffer cache to
+        fill again and for a step's graph to be built while the device idles.
+        Not with a draft model (its cache needs the same prefill) or a quantized
+        KV cache (mlx-lm quantizes it after each chunk, before the first step
+        attends to it): mlx-lm prefills those itself.
+        """
+        fed = cached
+        if len(prompt) - cached > 1 and self.draft_model is None and self.options.kv_bits is None:
+            fed = len(prompt) - 1
+            with mx.stream(generation_stream):
+                for start in range(cached, fed, PREFILL_STEP_SIZE):
+                    if start > cached:
+                        mx.eval([c.state for c in cache])
+                        mx.clear_cache()
+                    chunk = prompt[start : min(start + PREFILL_STEP_SIZE, fed)]
+                    self.model(mx.array(chunk)[None], cache=cache)
+        return stream_generate(
+            self.model,
+            self.tokenizer,
+            mx.array(prompt[fed:]),
+            max_tokens=max_tokens,
+            sampler=sampler,
+            logits_processors=with_prefix(list(processors), prompt[:fed]),
+            prompt_cache=cache,
+            **self.generation_kwargs(),
+        )
 
     def generation_kwargs(self) -> dict:
         """``stream_generate`` options every generation shares."""

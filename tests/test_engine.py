@@ -2,9 +2,14 @@
 asked for, and closing its deltas, read or not, stops it."""
 
 import asyncio
+import math
 import os
 import threading
 import time
+
+import mlx.core as mx
+import pytest
+from mlx_lm import stream_generate
 
 from mlxserve import engine as engine_module
 from mlxserve.engine import HAND_OVER_SECONDS, Delta, Deltas, Engine, GenerationRequest, _Job
@@ -114,6 +119,47 @@ def test_an_idle_engine_takes_a_new_job_before_generate_returns(engine, examples
     picked, waited, busy_picked = asyncio.run(scenario())
     assert picked and waited < 1.0
     assert not busy_picked
+
+
+@pytest.mark.parametrize("chunk", [engine_module.PREFILL_STEP_SIZE, 4])
+def test_the_last_prefill_chunk_runs_in_the_first_steps_graph(engine, examples, monkeypatch, chunk):
+    """mlx-lm evaluates the KV cache after each prefill chunk, then builds the first
+    step; the engine leaves the last chunk to the first token's evaluation, and
+    answers token for token, logprob for logprob, as mlx-lm does."""
+    prompt = _story(engine, examples).prompt
+    chunks = math.ceil((len(prompt) - 1) / chunk)
+    assert (chunks == 1) == (chunk == engine_module.PREFILL_STEP_SIZE)  # one chunk, or several
+    monkeypatch.setattr(engine_module, "PREFILL_STEP_SIZE", chunk)
+    evals = []
+
+    def counted(*arrays):
+        evals.append(len(arrays))
+        return real_eval(*arrays)
+
+    def mlx_lm_answer(eng):
+        responses = stream_generate(
+            eng.model, eng.tokenizer, mx.array(prompt), max_tokens=12, prefill_step_size=chunk
+        )
+        return [(r.text, r.logprobs[r.token].item()) for r in responses]
+
+    async def scenario():
+        expected = await engine.call(mlx_lm_answer)
+        await _until(lambda: engine.active_runs == 0)
+        await engine.call(lambda eng: eng.prompt_cache.clear())  # no part of it is cached
+        with monkeypatch.context() as patch:
+            patch.setattr(mx, "eval", counted)
+            deltas = engine.generate(GenerationRequest(prompt=prompt, max_tokens=12, top_logprobs=0))
+            parts = [d async for d in deltas]
+        return expected, parts
+
+    real_eval = mx.eval
+    expected, parts = asyncio.run(scenario())
+    assert len(evals) == chunks  # mlx-lm alone: one more (each chunk, then the first token)
+    logprobs = [lp for d in parts for lp in d.logprobs]
+    assert "".join(d.text for d in parts) == "".join(text for text, _ in expected)
+    assert len(logprobs) == len(expected) == 12
+    for got, (_, want) in zip(logprobs, expected):
+        assert abs(got.logprob - want) < 1e-4
 
 
 def test_mlx_attention_is_preferred_unless_the_user_chose(monkeypatch):
