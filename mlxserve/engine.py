@@ -790,26 +790,30 @@ class Engine:
         """mlx-lm's ``stream_generate`` of ``prompt``, whose first ``cached`` tokens
         are already in ``cache``.
 
-        mlx-lm prefills all new tokens but the last in chunks, evaluating the
-        cache and freeing MLX's buffer cache after each, then builds the first
-        step. The engine prefills the same chunks, but leaves the last one
-        unevaluated, so that it runs in the first step's graph: the first token
-        no longer waits for a round trip to the device, for the buffer cache to
-        fill again and for a step's graph to be built while the device idles.
-        Not with a draft model (its cache needs the same prefill) or a quantized
-        KV cache (mlx-lm quantizes it after each chunk, before the first step
-        attends to it): mlx-lm prefills those itself.
+        mlx-lm prefills all new tokens but the last in chunks: it waits for each
+        on the device and frees MLX's buffer cache, then builds the first step's
+        graph while the device idles. The engine prefills the same chunks, but
+        does not wait for the last one: the device runs it while the first step
+        is built, which then follows it at once (the first token is otherwise
+        the same computation). Not with a draft model (its cache needs the same
+        prefill) or a quantized KV cache (mlx-lm quantizes it after each chunk,
+        before the first step attends to it): mlx-lm prefills those itself.
         """
         fed = cached
         if len(prompt) - cached > 1 and self.draft_model is None and self.options.kv_bits is None:
             fed = len(prompt) - 1
             with mx.stream(generation_stream):
                 for start in range(cached, fed, PREFILL_STEP_SIZE):
-                    if start > cached:
+                    end = min(start + PREFILL_STEP_SIZE, fed)
+                    self.model(mx.array(prompt[start:end])[None], cache=cache)
+                    if end < fed:  # as mlx-lm
                         mx.eval([c.state for c in cache])
                         mx.clear_cache()
-                    chunk = prompt[start : min(start + PREFILL_STEP_SIZE, fed)]
-                    self.model(mx.array(chunk)[None], cache=cache)
+                    else:
+                        # Started on its own rather than left to the first step's
+                        # graph, where the step's cache update would copy the whole
+                        # cache (its buffer still in use) instead of writing in place.
+                        mx.async_eval([c.state for c in cache])
         return stream_generate(
             self.model,
             self.tokenizer,

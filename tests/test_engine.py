@@ -122,10 +122,12 @@ def test_an_idle_engine_takes_a_new_job_before_generate_returns(engine, examples
 
 
 @pytest.mark.parametrize("chunk", [engine_module.PREFILL_STEP_SIZE, 4])
-def test_the_last_prefill_chunk_runs_in_the_first_steps_graph(engine, examples, monkeypatch, chunk):
-    """mlx-lm evaluates the KV cache after each prefill chunk, then builds the first
-    step; the engine leaves the last chunk to the first token's evaluation, and
-    answers token for token, logprob for logprob, as mlx-lm does."""
+def test_the_first_step_is_built_while_the_last_prefill_chunk_runs(
+    engine, examples, monkeypatch, chunk
+):
+    """mlx-lm waits for each prefill chunk, then builds the first step; the engine
+    does not wait for the last chunk, and answers token for token, logprob for
+    logprob, as mlx-lm does."""
     prompt = _story(engine, examples).prompt
     chunks = math.ceil((len(prompt) - 1) / chunk)
     assert (chunks == 1) == (chunk == engine_module.PREFILL_STEP_SIZE)  # one chunk, or several
@@ -154,7 +156,7 @@ def test_the_last_prefill_chunk_runs_in_the_first_steps_graph(engine, examples, 
 
     real_eval = mx.eval
     expected, parts = asyncio.run(scenario())
-    assert len(evals) == chunks  # mlx-lm alone: one more (each chunk, then the first token)
+    assert len(evals) == chunks  # mlx-lm waits once more: each chunk, then the first token
     logprobs = [lp for d in parts for lp in d.logprobs]
     assert "".join(d.text for d in parts) == "".join(text for text, _ in expected)
     assert len(logprobs) == len(expected) == 12
