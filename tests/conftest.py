@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+import mlx.core as mx
 import openai
 import pytest
 import uvicorn
+from mlx_lm import stream_generate
 
 from mlxserve.app import create_app
 from mlxserve.config import DEMO_MODEL_PATH, Settings
@@ -149,3 +151,22 @@ def sse_events(response: httpx.Response) -> list:
         elif line.startswith(":"):
             events.append(line)
     return events
+
+
+def mlx_lm_answer(eng: Engine, prompt: list[int], max_tokens: int, **kwargs) -> list:
+    """mlx-lm's own ``stream_generate`` of ``prompt`` on ``eng``'s model (call it on the
+    engine's thread): each token's text and logprob."""
+    responses = stream_generate(
+        eng.model, eng.tokenizer, mx.array(prompt), max_tokens=max_tokens, **kwargs
+    )
+    return [(r.text, r.logprobs[r.token].item()) for r in responses]
+
+
+def assert_mlx_lm_answer(parts: list, expected: list) -> None:
+    """The engine's deltas (asked with ``top_logprobs=0``) give ``expected``, mlx-lm's
+    answer: the same text, and the same logprob for every token."""
+    logprobs = [lp for d in parts for lp in d.logprobs]
+    assert "".join(d.text for d in parts) == "".join(text for text, _ in expected)
+    assert len(logprobs) == len(expected)
+    for got, (_, want) in zip(logprobs, expected):
+        assert abs(got.logprob - want) < 1e-4

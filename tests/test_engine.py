@@ -9,10 +9,10 @@ import time
 
 import mlx.core as mx
 import pytest
-from mlx_lm import stream_generate
 
 from mlxserve import engine as engine_module
 from mlxserve.engine import HAND_OVER_SECONDS, Delta, Deltas, Engine, GenerationRequest, _Job
+from tests.conftest import assert_mlx_lm_answer, mlx_lm_answer
 
 
 def _story(engine, examples) -> GenerationRequest:
@@ -138,14 +138,10 @@ def test_the_first_step_is_built_while_the_last_prefill_chunk_runs(
         evals.append(len(arrays))
         return real_eval(*arrays)
 
-    def mlx_lm_answer(eng):
-        responses = stream_generate(
-            eng.model, eng.tokenizer, mx.array(prompt), max_tokens=12, prefill_step_size=chunk
-        )
-        return [(r.text, r.logprobs[r.token].item()) for r in responses]
-
     async def scenario():
-        expected = await engine.call(mlx_lm_answer)
+        expected = await engine.call(
+            lambda eng: mlx_lm_answer(eng, prompt, 12, prefill_step_size=chunk)
+        )
         await _until(lambda: engine.active_runs == 0)
         await engine.call(lambda eng: eng.prompt_cache.clear())  # no part of it is cached
         with monkeypatch.context() as patch:
@@ -157,11 +153,8 @@ def test_the_first_step_is_built_while_the_last_prefill_chunk_runs(
     real_eval = mx.eval
     expected, parts = asyncio.run(scenario())
     assert len(evals) == chunks  # mlx-lm waits once more: each chunk, then the first token
-    logprobs = [lp for d in parts for lp in d.logprobs]
-    assert "".join(d.text for d in parts) == "".join(text for text, _ in expected)
-    assert len(logprobs) == len(expected) == 12
-    for got, (_, want) in zip(logprobs, expected):
-        assert abs(got.logprob - want) < 1e-4
+    assert len(expected) == 12
+    assert_mlx_lm_answer(parts, expected)
 
 
 def test_mlx_attention_is_preferred_unless_the_user_chose(monkeypatch):

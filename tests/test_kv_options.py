@@ -6,11 +6,11 @@ import shutil
 
 import mlx.core as mx
 import pytest
-from mlx_lm import stream_generate
 from mlx_lm.models import qwen3
 from mlx_lm.utils import save_config, save_model
 
 from mlxserve.engine import Engine, EngineOptions, GenerationRequest
+from tests.conftest import assert_mlx_lm_answer, mlx_lm_answer
 
 
 @pytest.fixture(scope="module")
@@ -158,20 +158,11 @@ def test_a_prompt_longer_than_the_rotating_cache_prefills_as_mlx_lm_does(engines
     )
     assert len(prompt) > 2 * engine.options.max_kv_size  # it overflows, then some
 
-    def mlx_lm_answer(eng):
-        responses = stream_generate(
-            eng.model, eng.tokenizer, mx.array(prompt), max_tokens=12, max_kv_size=32
-        )
-        return [(r.text, r.logprobs[r.token].item()) for r in responses]
-
     async def scenario():
-        expected = await engine.call(mlx_lm_answer)
+        expected = await engine.call(lambda eng: mlx_lm_answer(eng, prompt, 12, max_kv_size=32))
         deltas = engine.generate(GenerationRequest(prompt=prompt, max_tokens=12, top_logprobs=0))
         return expected, [d async for d in deltas]
 
     expected, parts = asyncio.run(scenario())
-    logprobs = [lp for d in parts for lp in d.logprobs]
-    assert "".join(d.text for d in parts) == "".join(text for text, _ in expected)
-    assert len(logprobs) == len(expected) > 0
-    for got, (_, want) in zip(logprobs, expected):
-        assert abs(got.logprob - want) < 1e-4
+    assert len(expected) > 0
+    assert_mlx_lm_answer(parts, expected)
